@@ -1,0 +1,68 @@
+"""Epoch checkpoints: G, the variant's modules, every optimiser, RNG states, epoch and eps."""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+
+import numpy as np
+import torch
+
+from faap.errors import UserError
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def path_for(run_dir: str, epoch: int) -> str:
+    return os.path.join(run_dir, "checkpoints", f"epoch_{epoch:04d}.pt")
+
+
+def list_epochs(run_dir: str) -> list[int]:
+    files = glob.glob(os.path.join(run_dir, "checkpoints", "epoch_*.pt"))
+    return sorted(int(re.search(r"epoch_(\d+)\.pt$", f).group(1)) for f in files)
+
+
+def save(run_dir: str, epoch: int, eps: float, generator, variant, optimizers: dict, config: dict) -> str:
+    """Write atomically (a killed process never leaves a truncated checkpoint)."""
+    path = path_for(run_dir, epoch)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    state = {"epoch": epoch, "eps": eps, "generator": generator.state_dict(), "variant": variant.state_dict(),
+             "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": rng_state(),
+             "config": config}
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(run_dir: str, epoch: int | None = None, map_location="cpu") -> dict:
+    epochs = list_epochs(run_dir)
+    if not epochs:
+        raise UserError(f"no checkpoints in {os.path.join(run_dir, 'checkpoints')}")
+    if epoch is None:
+        epoch = epochs[-1]
+    if epoch not in epochs:
+        raise UserError(f"no checkpoint for epoch {epoch} in {run_dir} (have {epochs[0]}..{epochs[-1]})")
+    return torch.load(path_for(run_dir, epoch), map_location=map_location, weights_only=False)
+
+
+def prune(run_dir: str, keep: set[int]) -> None:
+    """Delete checkpoints of epochs not in ``keep``."""
+    for e in list_epochs(run_dir):
+        if e not in keep:
+            os.remove(path_for(run_dir, e))

@@ -1,0 +1,153 @@
+"""The ``faap`` command line. Bad input ends in one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from faap.errors import UserError
+
+
+def _train(args) -> None:
+    from faap.config import parse_set, read_config_file
+    from faap.trainer import Run
+    from faap.variants import make_config
+
+    values = read_config_file(args.config) if args.config else {}
+    values.update(parse_set(args.set))
+    for key in ("data", "detector", "seed", "device"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    cfg = make_config(args.variant, values)
+    if not cfg.data:
+        raise UserError("no dataset: give --data ROOT (or 'data:' in the config file)")
+    Run(cfg, args.out, progress=not args.quiet).fit(resume=args.resume)
+
+
+def _eval(args) -> None:
+    from faap.reeval import reevaluate
+
+    result = reevaluate(args.run, args.epoch, args.split, args.device)
+    print(json.dumps(result, indent=2))
+
+
+def _synth(args) -> None:
+    from faap.data.synth import SynthConfig, generate
+
+    cfg = SynthConfig(seed=args.seed, size=args.size, n_train=args.n_train, male_share=args.male_share,
+                      n_val=args.n_val, n_test=args.n_test)
+    counts = generate(args.out, cfg, workers=args.workers)
+    print(json.dumps(counts))
+
+
+def _inspect(args) -> None:
+    from faap.data.coco import inspect
+
+    report = inspect(args.root)
+    print(json.dumps(report, indent=2))
+    if report["problems"]:
+        raise UserError(f"{len(report['problems'])} problem(s) in {args.root}: {report['problems'][0]}")
+
+
+def _train_demo(args) -> None:
+    from faap.detector.demo import train_demo
+
+    print(json.dumps(train_demo(args.data, args.out, steps=args.steps, seed=args.seed), indent=2))
+
+
+def _bench(args) -> None:
+    from faap.bench import main as bench_main
+
+    bench_main(args)
+
+
+def _demo(args) -> None:
+    from faap.demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs, epoch_samples=args.epoch_samples)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faap", description="Fairness perturbations for frozen DETR-family detectors.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one variant (one run folder)")
+    t.add_argument("--variant", required=True, help="registered variant: adversarial, infonce")
+    t.add_argument("--data", help="dataset root")
+    t.add_argument("--detector", help="'demo', a transformers folder or hub id, or a DETR .pth")
+    t.add_argument("--out", required=True, help="run folder to create (or resume)")
+    t.add_argument("--config", help="YAML file of config values, or a built-in name (synthetic)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config value (repeatable)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="re-evaluate a run's checkpoint")
+    e.add_argument("--run", required=True)
+    e.add_argument("--epoch", type=int, help="default: the selected epoch (or the last)")
+    e.add_argument("--split", default="val", choices=["train", "val", "test"])
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=_eval)
+
+    d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    s = d.add_parser("synth", help="write the synthetic benchmark")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=128)
+    s.add_argument("--n-train", type=int, default=4000)
+    s.add_argument("--male-share", type=float, default=0.8)
+    s.add_argument("--n-val", type=int, default=250)
+    s.add_argument("--n-test", type=int, default=500)
+    s.add_argument("--workers", type=int, default=None)
+    s.set_defaults(func=_synth)
+    i = d.add_parser("inspect", help="counts, fingerprint and problems of a dataset")
+    i.add_argument("root")
+    i.set_defaults(func=_inspect)
+
+    det = sub.add_parser("detector", help="detectors").add_subparsers(dest="detector_command", required=True)
+    td = det.add_parser("train-demo", help="train the demo detector on a synthetic benchmark")
+    td.add_argument("--data", required=True)
+    td.add_argument("--out", required=True)
+    td.add_argument("--steps", type=int, default=6000)
+    td.add_argument("--seed", type=int, default=0)
+    td.set_defaults(func=_train_demo)
+
+    b = sub.add_parser("bench", help="training-step time of each variant relative to a bare detector step")
+    b.add_argument("--detector", default="demo")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--image-size", type=int, default=128)
+    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--amp", default="none", choices=["none", "bf16"])
+    b.add_argument("--channels-last", action="store_true")
+    b.set_defaults(func=_bench)
+
+    m = sub.add_parser("demo", help="the embedded default: synthetic data, demo detector, both variants")
+    m.add_argument("--out", default="runs/demo")
+    m.add_argument("--epochs", type=int, default=3)
+    m.add_argument("--epoch-samples", type=int, default=512)
+    m.set_defaults(func=_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"faap: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("faap: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""One config mechanism: a dataclass per variant (subclassing :class:`TrainConfig`), filled from
+defaults <- a YAML file <- ``--set key=value`` overrides, validated with one-line errors.
+
+Each field has a one-line docstring under it. A variant's config class adds its own
+hyperparameters and may change shared defaults (e.g. its optimiser).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+import yaml
+
+from faap.errors import ConfigError, did_you_mean
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by every variant."""
+
+    variant_name = ""
+
+    variant: str = ""
+    """Registered variant name (set by the variant's config class)."""
+    data: str = ""
+    """Dataset root (original gender-split layout or {split}.json files)."""
+    detector: str = "demo"
+    """Detector spec: 'demo', a transformers folder or hub id, or an original DETR .pth."""
+    seed: int = 42
+    """Seed of every random draw (init, sampling, augmentation)."""
+    device: str = "auto"
+    """'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'."""
+    epochs: int = 24
+    """Training epochs."""
+    batch_size: int = 4
+    """Images per step over both groups."""
+    optimizer: str = "adam"
+    """Optimiser of G (and any head trained with it): 'adam' or 'adamw'."""
+    lr_g: float = 1e-4
+    """Learning rate of G."""
+    weight_decay: float = 0.0
+    """Weight decay of G's optimiser."""
+    grad_clip: float = 0.1
+    """Gradient-norm clip of G's step (0 disables)."""
+    eps_start: float = 0.05
+    """Perturbation budget at epoch 0 (ImageNet-normalised pixel units)."""
+    eps_peak: float = 0.10
+    """Budget reached at the end of the warm-up and held."""
+    eps_final: float = 0.09
+    """Budget at the end of the cool-down."""
+    eps_warmup_epochs: int = 8
+    """Epochs of linear warm-up (epochs 0..N-1)."""
+    eps_hold_epochs: int = 6
+    """Epochs at the peak budget."""
+    eps_cooldown_epochs: int = 10
+    """Epochs of linear cool-down to eps_final."""
+    beta_start: float = 0.5
+    """Weight of the detection loss at epoch 0."""
+    beta_final: float = 0.6
+    """Weight of the detection loss at the last epoch."""
+    lambda_wass: float = 0.2
+    """Weight of the one-way Wasserstein matched-score loss."""
+    obj_conf_thresh: float = 0.5
+    """Objectness threshold of the 'obj_frac' diagnostic."""
+    max_train_per_gender: int = 0
+    """Cap on each group's training pool (0: all images)."""
+    epoch_samples: int = 0
+    """Samples per epoch (0: 2 x max(n_female, n_male), as the original)."""
+    eval_max_images: int = 0
+    """Validation images per group used each epoch (0: all); test always uses all."""
+    train_scales: list = field(default_factory=lambda: list(range(480, 801, 32)))
+    """Shorter-side sizes drawn in training (DETR multi-scale)."""
+    max_size: int = 1333
+    """Longest side after resizing."""
+    eval_size: int = 800
+    """Shorter side at evaluation."""
+    random_crop: bool = True
+    """DETR's random-size crop branch in training."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    select_metric: str = "abs_AP_gap"
+    """Validation metric that picks the epoch tested: 'abs_AP_gap', 'AP_gap' (both minimised) or 'AP_mean'."""
+    keep_checkpoints: str = "all"
+    """'all' epochs' checkpoints, or 'last' and the best so far only."""
+    amp: str = "none"
+    """Autocast dtype on CUDA: 'none' or 'bf16'."""
+    channels_last: bool = False
+    """Use channels_last memory format for images and G on CUDA."""
+
+    # ---- validation ------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise ConfigError on values that cannot work."""
+        positive = ["epochs", "batch_size", "lr_g", "eps_start", "eps_peak", "eps_final", "eval_size", "max_size"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0 (got {getattr(self, name)})")
+        non_negative = ["weight_decay", "grad_clip", "beta_start", "beta_final", "lambda_wass",
+                        "max_train_per_gender", "epoch_samples", "eval_max_images", "num_workers",
+                        "eps_warmup_epochs", "eps_hold_epochs", "eps_cooldown_epochs"]
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        self._choice("optimizer", ("adam", "adamw"))
+        self._choice("select_metric", ("abs_AP_gap", "AP_gap", "AP_mean"))
+        self._choice("keep_checkpoints", ("all", "last"))
+        self._choice("amp", ("none", "bf16"))
+        if not 0 <= self.obj_conf_thresh <= 1:
+            raise ConfigError(f"obj_conf_thresh must be in [0, 1] (got {self.obj_conf_thresh})")
+        if not self.train_scales or any(not isinstance(s, int) or s <= 0 for s in self.train_scales):
+            raise ConfigError(f"train_scales must be a non-empty list of positive ints (got {self.train_scales})")
+
+    def _choice(self, name: str, options) -> None:
+        if getattr(self, name) not in options:
+            raise ConfigError(f"{name} must be one of {', '.join(options)} (got {getattr(self, name)!r})"
+                              + did_you_mean(str(getattr(self, name)), options))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _coerce(cls, key: str, value: Any) -> Any:
+    """Check ``value``'s type against the field's annotation (YAML already parsed it)."""
+    hint = get_type_hints(cls)[key]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is list and isinstance(value, (list, tuple)):
+        return list(value)
+    if hint in (int, float, str, bool, list) and not (isinstance(value, hint) and not
+                                                       (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{key} must be {hint.__name__} (got {value!r}, a {type(value).__name__})")
+    return value
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["a=1", "b=[1,2]"]`` -> ``{"a": 1, "b": [1, 2]}`` (values parsed as YAML)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set takes key=value (got '{item}')")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value '{raw}'") from None
+    return out
+
+
+def read_config_file(path: str) -> dict:
+    """A YAML mapping; a bare name (``synthetic``) means ``faap/configs/NAME.yaml``."""
+    if not os.path.isfile(path) and os.path.isfile(os.path.join(CONFIG_DIR, f"{path}.yaml")):
+        path = os.path.join(CONFIG_DIR, f"{path}.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of key: value")
+    return data
+
+
+def build_config(cls, values: dict, other_variants: dict | None = None):
+    """An instance of ``cls`` from ``values``; unknown keys name the closest known key."""
+    known = field_names(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            owner = [n for n, c in (other_variants or {}).items() if key in field_names(c)]
+            where = f" (it belongs to variant '{owner[0]}')" if owner else did_you_mean(key, known)
+            raise ConfigError(f"unknown config key '{key}' for variant '{cls.variant_name}'{where}")
+        kwargs[key] = _coerce(cls, key, value)
+    kwargs["variant"] = cls.variant_name
+    cfg = cls(**kwargs)
+    cfg.check()
+    return cfg
+
+
+def code_commit() -> str:
+    """The git commit of this code (``-dirty`` with uncommitted changes), or 'unknown'."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha + ("-dirty" if dirty else "")) if sha else "unknown"

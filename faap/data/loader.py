@@ -1,0 +1,126 @@
+"""Datasets, the balanced group sampler and the padding collate function."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from faap import GROUPS
+from faap.data.coco import GroupSplit
+
+
+class GenderDetection(Dataset):
+    """Images of one or both groups of a split with DETR targets.
+
+    Item: ``(image, target)`` where ``image`` is a normalised 3 x H x W tensor and
+    ``target`` holds ``boxes`` (cx, cy, w, h normalised by the transformed image size, as
+    DETR's criterion expects), ``class_labels`` (the detector's class indices), ``image_id``,
+    ``orig_size`` and ``size`` (H, W), and ``group`` (0 male, 1 female).
+    """
+
+    def __init__(self, groups: dict[str, GroupSplit], transform, category_to_label: dict[int, int] | None = None):
+        self.transform = transform
+        self.category_to_label = category_to_label
+        self.items = []  # (GroupSplit, image dict)
+        self.group_index = {}  # group name -> list of item positions
+        for name in GROUPS[::-1]:  # female first, then male
+            if name not in groups:
+                continue
+            gs = groups[name]
+            self.group_index[name] = list(range(len(self.items), len(self.items) + len(gs.images)))
+            self.items += [(gs, im) for im in gs.images]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        gs, im = self.items[i]
+        with Image.open(gs.path(im)) as f:
+            image = f.convert("RGB")
+        anns = [a for a in gs.anns_by_image[im["id"]] if not a.get("iscrowd", 0)]
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        cats = [a["category_id"] for a in anns]
+        labels = [self.category_to_label.get(c, -1) for c in cats] if self.category_to_label else cats
+        img, t = self.transform(image, {"boxes": boxes, "labels": torch.tensor(labels, dtype=torch.int64)})
+        h, w = img.shape[-2:]
+        b = t["boxes"]
+        keep = t["labels"] >= 0  # categories the detector does not know are not its targets
+        b = b[keep]
+        cxcywh = torch.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
+                              (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], -1).reshape(-1, 4)
+        target = {"boxes": cxcywh, "class_labels": t["labels"][keep], "image_id": im["id"],
+                  "orig_size": (im["height"], im["width"]), "size": (h, w),
+                  "group": GROUPS.index(gs.group)}
+        return img, target
+
+
+class BalancedGroupSampler(Sampler):
+    """Draws each group with probability 1/2, with replacement, as the original trainer did.
+
+    An epoch has ``2 * max(n_f, n_m)`` samples (or ``samples_per_epoch``), where each group's
+    pool is optionally capped at ``cap`` images (a fixed, seeded subset). Deterministic given
+    ``seed`` and the epoch (:meth:`set_epoch`); with ``world_size > 1`` each rank takes every
+    ``world_size``-th sample, like ``DistributedSampler``.
+    """
+
+    def __init__(self, group_index: dict[str, list[int]], seed: int, cap: int = 0,
+                 samples_per_epoch: int = 0, rank: int = 0, world_size: int = 1):
+        g = torch.Generator().manual_seed(seed)
+        self.pools = []
+        for name in ("female", "male"):
+            pool = torch.tensor(group_index[name])
+            if cap and cap < len(pool):
+                pool = pool[torch.randperm(len(pool), generator=g)[:cap]]
+            self.pools.append(pool)
+        self.total = samples_per_epoch or 2 * max(len(p) for p in self.pools)
+        self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return math.ceil((self.total - self.rank) / self.world_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+        which = torch.randint(0, 2, (self.total,), generator=g)
+        out = torch.empty(self.total, dtype=torch.long)
+        for k, pool in enumerate(self.pools):
+            sel = which == k
+            out[sel] = pool[torch.randint(0, len(pool), (int(sel.sum()),), generator=g)]
+        return iter(out[self.rank::self.world_size].tolist())
+
+
+def collate(batch):
+    """Pad images to the largest H, W of the batch; ``pixel_mask`` is 1 on real pixels."""
+    images, targets = zip(*batch)
+    h = max(i.shape[1] for i in images)
+    w = max(i.shape[2] for i in images)
+    x = images[0].new_zeros(len(images), 3, h, w)
+    mask = torch.zeros(len(images), h, w, dtype=torch.long)
+    for k, img in enumerate(images):
+        x[k, :, : img.shape[1], : img.shape[2]] = img
+        mask[k, : img.shape[1], : img.shape[2]] = 1
+    groups = torch.tensor([t["group"] for t in targets])
+    return {"pixel_values": x, "pixel_mask": mask, "groups": groups, "targets": list(targets)}
+
+
+def make_loader(dataset, batch_size: int, sampler=None, num_workers: int = 0, shuffle=False, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle if sampler is None else False,
+                      num_workers=num_workers, collate_fn=collate, generator=g,
+                      persistent_workers=num_workers > 0, worker_init_fn=_seed_worker)
+
+
+def _seed_worker(worker_id):
+    import random
+
+    import numpy as np
+
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)

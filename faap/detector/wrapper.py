@@ -1,0 +1,183 @@
+"""A frozen DETR-family detector behind one small interface.
+
+The rest of the suite sees logits, boxes, last-decoder-layer features (B x Q x D), the set
+criterion against COCO targets, the Hungarian matching, matched-class probabilities and
+COCO-format detections, whichever transformers model is inside.
+
+One forward serves everything: the auxiliary (intermediate decoder layer) predictions
+are captured through the model's ``loss_function`` hook, which each transformers
+DETR-family model calls with its own family-specific ``outputs_class``/``outputs_coord``.
+The criterion itself is the library's (``ImageLoss`` with the family's matcher), applied
+per group on slices of that one forward, so the loss of each group is normalised by its
+own box count as in the original per-group computation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class DetectorOutput:
+    logits: torch.Tensor
+    """B x Q x C class logits (C includes no-object for softmax families)."""
+    boxes: torch.Tensor
+    """B x Q x 4 predicted boxes, (cx, cy, w, h) normalised to the unpadded image."""
+    features: torch.Tensor
+    """B x Q x D last decoder layer hidden states."""
+    aux: list
+    """Intermediate decoder layers' ``{"logits", "pred_boxes"}`` (empty without aux loss)."""
+
+    @staticmethod
+    def cat(parts: list["DetectorOutput"]) -> "DetectorOutput":
+        """Rows of several outputs stacked in order."""
+        aux = [{k: torch.cat([p.aux[i][k] for p in parts]) for k in parts[0].aux[i]} for i in range(len(parts[0].aux))]
+        return DetectorOutput(torch.cat([p.logits for p in parts]), torch.cat([p.boxes for p in parts]),
+                              torch.cat([p.features for p in parts]), aux)
+
+    def select(self, index: torch.Tensor) -> "DetectorOutput":
+        """The rows of a sub-batch (e.g. one group)."""
+        return DetectorOutput(self.logits[index], self.boxes[index], self.features[index],
+                              [{k: v[index] for k, v in a.items()} for a in self.aux])
+
+
+class _RecordingMatcher(nn.Module):
+    """Wraps the library matcher and keeps the first (last decoder layer) result of a call."""
+
+    def __init__(self, matcher):
+        super().__init__()
+        self.matcher = matcher
+        self.first = None
+
+    def forward(self, outputs, targets):
+        indices = self.matcher(outputs, targets)
+        if self.first is None:
+            self.first = indices
+        return indices
+
+
+def _capture_aux(logits, labels, device, pred_boxes, config, outputs_class=None, outputs_coord=None, **kw):
+    """Stand-in ``loss_function``: return the auxiliary outputs and no loss."""
+    aux = []
+    if outputs_class is not None:
+        aux = [{"logits": a, "pred_boxes": b} for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
+    return None, None, aux
+
+
+class FrozenDetector(nn.Module):
+    """Eval-mode, gradient-free-parameters wrapper; gradients still reach the input pixels."""
+
+    def __init__(self, model, spec: str, category_names: dict[int, str] | None = None):
+        super().__init__()
+        from transformers.loss.loss_deformable_detr import DeformableDetrHungarianMatcher, DeformableDetrImageLoss
+        from transformers.loss.loss_for_object_detection import HungarianMatcher, ImageLoss
+
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.loss_function = _capture_aux
+        self.spec = spec
+        cfg = model.config
+        self.focal = hasattr(cfg, "focal_alpha")  # Conditional/Deformable/DAB DETR: sigmoid focal loss
+        self.num_labels = cfg.num_labels
+        costs = dict(class_cost=cfg.class_cost, bbox_cost=cfg.bbox_cost, giou_cost=cfg.giou_cost)
+        if self.focal:
+            self.matcher = _RecordingMatcher(DeformableDetrHungarianMatcher(**costs))
+            self.criterion = DeformableDetrImageLoss(self.matcher, cfg.num_labels, cfg.focal_alpha, ["labels", "boxes"])
+        else:
+            self.matcher = _RecordingMatcher(HungarianMatcher(**costs))
+            self.criterion = ImageLoss(self.matcher, cfg.num_labels, cfg.eos_coefficient, ["labels", "boxes"])
+        # As the library's ForObjectDetectionLoss: CE 1, L1 bbox_loss_coefficient, GIoU giou_loss_coefficient.
+        self.weight_dict = {"loss_ce": 1.0, "loss_bbox": float(cfg.bbox_loss_coefficient),
+                            "loss_giou": float(cfg.giou_loss_coefficient)}
+        self.set_categories(category_names or {1: "person"})
+
+    # ---- label bookkeeping -------------------------------------------------------------
+    def set_categories(self, category_names: dict[int, str]) -> None:
+        """Map dataset category ids to model class indices, by name (fallback: the same id)."""
+        id2label = {int(k): str(v).lower() for k, v in (self.model.config.id2label or {}).items()}
+        by_name = {name: idx for idx, name in id2label.items()}
+        mapping = {}
+        for cat_id, name in category_names.items():
+            if str(name).lower() in by_name:
+                mapping[int(cat_id)] = by_name[str(name).lower()]
+            elif int(cat_id) < self.num_labels:
+                mapping[int(cat_id)] = int(cat_id)
+        self.category_to_label = mapping
+        self.label_to_category = {v: k for k, v in mapping.items()}
+
+    @property
+    def detector_id(self) -> str:
+        cfg = self.model.config
+        return f"{self.spec}|{cfg.model_type}|q{cfg.num_queries}|d{cfg.d_model}"
+
+    @property
+    def hidden_dim(self) -> int:
+        return int(self.model.config.d_model)
+
+    def train(self, mode: bool = True):
+        # The detector stays in eval mode whatever its parent does (dropout off, frozen BN).
+        return super().train(False)
+
+    # ---- forward ----------------------------------------------------------------------
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> DetectorOutput:
+        aux_wanted = bool(getattr(self.model.config, "auxiliary_loss", False))
+        out = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask, labels=[] if aux_wanted else None)
+        return DetectorOutput(out.logits, out.pred_boxes, out.last_hidden_state, list(out.auxiliary_outputs or []))
+
+    def class_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities over the real classes: softmax without no-object, or sigmoid."""
+        return logits.sigmoid() if self.focal else logits.softmax(-1)[..., :-1]
+
+    def objectness(self, out: DetectorOutput) -> torch.Tensor:
+        """B x Q: the highest real-class probability of each query."""
+        return self.class_probs(out.logits).max(-1).values
+
+    # ---- criterion --------------------------------------------------------------------
+    def set_loss(self, out: DetectorOutput, targets: list[dict]):
+        """Weighted set loss (last + auxiliary layers), its terms, and the last layer's matching."""
+        labels = [{"class_labels": t["class_labels"], "boxes": t["boxes"]} for t in targets]
+        outputs = {"logits": out.logits, "pred_boxes": out.boxes}
+        if out.aux:
+            outputs["auxiliary_outputs"] = out.aux
+        self.matcher.first = None
+        terms = self.criterion(outputs, labels)
+        loss = sum(self.weight_dict[k.rsplit("_", 1)[0] if k[-1].isdigit() else k] * v for k, v in terms.items())
+        return loss, terms, self.matcher.first
+
+    def matched_scores(self, out: DetectorOutput, targets: list[dict], indices) -> torch.Tensor:
+        """Probability of the ground-truth class at each matched query (all images, concatenated)."""
+        probs = self.class_probs(out.logits)
+        scores = [probs[b, q, t["class_labels"][j]] for b, ((q, j), t) in enumerate(zip(indices, targets))]
+        return torch.cat(scores) if scores else probs.new_zeros(0)
+
+    # ---- detections -------------------------------------------------------------------
+    @torch.no_grad()
+    def detections(self, out: DetectorOutput, targets: list[dict], max_dets: int = 100) -> list[dict]:
+        """COCO result dicts in original image pixels (categories the dataset knows only)."""
+        probs = self.class_probs(out.logits.float())
+        B, Q, C = probs.shape
+        if self.focal:  # top-k over queries x classes, as the library's post-processing
+            k = min(max_dets, Q * C)
+            scores, flat = probs.reshape(B, -1).topk(k, dim=1)
+            labels, qidx = flat % C, flat // C
+        else:
+            scores, labels = probs.max(-1)
+            qidx = torch.arange(Q).expand(B, Q)
+        results = []
+        for b, t in enumerate(targets):
+            h, w = t["orig_size"]
+            boxes = out.boxes[b, qidx[b]].float()
+            x0 = (boxes[:, 0] - boxes[:, 2] / 2) * w
+            y0 = (boxes[:, 1] - boxes[:, 3] / 2) * h
+            bw, bh = boxes[:, 2] * w, boxes[:, 3] * h
+            for s, lab, xx, yy, ww, hh in zip(scores[b].tolist(), labels[b].tolist(), x0.tolist(), y0.tolist(),
+                                              bw.tolist(), bh.tolist()):
+                cat = self.label_to_category.get(lab)
+                if cat is not None:
+                    results.append({"image_id": t["image_id"], "category_id": cat, "bbox": [xx, yy, ww, hh],
+                                    "score": s})
+        return results

@@ -1,0 +1,147 @@
+"""One training step and one training epoch, the same for every variant."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from faap import FEMALE
+from faap.generator import perturb
+from faap.losses import one_way_wasserstein
+from faap.detector import DetectorOutput
+from faap.schedules import epsilon_at
+from faap.variants.base import StepState
+
+
+def female_first(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, list, int]:
+    """Reorder a batch so female rows come first; return (x, mask, targets, n_female)."""
+    order = torch.argsort((batch["groups"] != FEMALE).to(torch.int8), stable=True)
+    n_female = int((batch["groups"] == FEMALE).sum())
+    x = batch["pixel_values"][order].to(device, non_blocking=True)
+    mask = batch["pixel_mask"][order].to(device, non_blocking=True)
+    targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch["targets"][i].items()}
+               for i in order.tolist()]
+    return x, mask, targets, n_female
+
+
+def group_slices(n_female: int, n: int) -> tuple[slice, slice]:
+    """Rows of the female and the male sub-batch of a female-first batch of ``n``."""
+    return slice(0, n_female), slice(n_female, n)
+
+
+def perturb_groups(generator, x, mask, n_female: int, eps: float):
+    """G runs separately on the female and the male sub-batch (per-group BatchNorm statistics)."""
+    parts = [perturb(generator, x[s], mask[s], eps) for s in group_slices(n_female, len(x)) if s.stop > s.start]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def group_set_loss(detector, out, targets, n_female: int):
+    """Set loss summed over the groups (each normalised by its own boxes), matchings, matched scores."""
+    total, matched = 0.0, []
+    for s in group_slices(n_female, len(targets)):
+        if s.stop == s.start:
+            matched.append(out.logits.new_zeros(0))
+            continue
+        sub, tg = out.select(s), targets[s]
+        loss, _, indices = detector.set_loss(sub, tg)
+        total = total + loss
+        matched.append(detector.matched_scores(sub, tg, indices))
+    return total, matched[0], matched[1]
+
+
+def _diagnostics(detector, out, delta, mask, n_female, scores_f, scores_m, thresh) -> dict[str, float]:
+    with torch.no_grad():
+        d = delta.flatten(1)
+        obj = detector.objectness(out)
+        diag = {"delta_linf": d.abs().max(1).values.mean().item(), "delta_l2": d.norm(dim=1).mean().item()}
+        for tag, s in zip("fm", group_slices(n_female, len(obj))):
+            if len(obj[s]):
+                diag[f"obj_score_{tag}"] = obj[s].mean().item()
+                diag[f"obj_frac_{tag}"] = (obj[s] > thresh).float().mean().item()
+        if len(scores_f):
+            diag["matched_score_f"] = scores_f.mean().item()
+        if len(scores_m):
+            diag["matched_score_m"] = scores_m.mean().item()
+    return diag
+
+
+def current_eps(cfg, epoch: int) -> float:
+    return epsilon_at(epoch, cfg.eps_start, cfg.eps_peak, cfg.eps_final, cfg.eps_warmup_epochs,
+                      cfg.eps_hold_epochs, cfg.eps_cooldown_epochs)
+
+
+def forward(generator, detector, variant, x, mask, n_female: int, eps: float, per_group: bool = False):
+    """Perturb each group, augment (variant), run the detector once over the whole batch.
+
+    ``per_group`` runs the detector once per group instead (the original's structure; bench only).
+    """
+    amp = variant.cfg.amp == "bf16" and x.is_cuda
+    with torch.autocast("cuda", torch.bfloat16, enabled=amp):
+        x_adv, delta = perturb_groups(generator, x, mask, n_female, eps)
+        x_in = variant.augment(x_adv)
+        if per_group:
+            out = DetectorOutput.cat([detector(x_in[s], mask[s]) for s in group_slices(n_female, len(x))
+                                      if s.stop > s.start])
+        else:
+            out = detector(x_in, mask)
+    return out, delta
+
+
+def generator_update(state: StepState, targets, delta, mask, detector, variant, opt_g, dist_sync=None) -> dict:
+    """G's loss (weighted named terms), backward, clip, step; returns logged values."""
+    cfg, out, n_female = variant.cfg, state.out, state.n_female
+    det, scores_f, scores_m = group_set_loss(detector, out, targets, n_female)
+    terms = {"det": det, "wass": one_way_wasserstein(scores_f, scores_m), **variant.loss_terms(state)}
+    weights = variant.weight_dict(state.epoch)
+    total = sum(weights[k] * v for k, v in terms.items())
+    logs = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
+    logs["loss_total"] = float(total.detach())
+    if not torch.isfinite(total):
+        raise FloatingPointError(f"non-finite generator loss at epoch {state.epoch}: {logs}")
+    opt_g.zero_grad(set_to_none=True)
+    total.backward()
+    params = [p for group in opt_g.param_groups for p in group["params"]]
+    if dist_sync is not None:
+        dist_sync(params)
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt_g.step()
+    logs.update(_diagnostics(detector, out, delta, mask, n_female, scores_f, scores_m, cfg.obj_conf_thresh))
+    return logs
+
+
+def train_step(batch, generator, detector, variant, opt_g, epoch: int, device, dist_sync=None) -> dict[str, float]:
+    """One iteration: the variant's adversary steps on detached features, then one G step.
+
+    The detector runs once: the adversary steps reuse the features of the same forward,
+    which G's step then differentiates through.
+    """
+    x, mask, targets, n_female = female_first(batch, device)
+    out, delta = forward(generator, detector, variant, x, mask, n_female, current_eps(variant.cfg, epoch))
+    state = StepState(out=out, n_female=n_female, epoch=epoch, extras={"sync": dist_sync})
+    logs = variant.before_generator_step(state)
+    logs.update(generator_update(state, targets, delta, mask, detector, variant, opt_g, dist_sync))
+    return logs
+
+
+def train_one_epoch(loader, generator, detector, variant, opt_g, epoch: int, device, progress=True,
+                    dist_sync=None) -> dict[str, float]:
+    """Mean of every logged value over the epoch's steps."""
+    from tqdm import tqdm
+
+    sums, counts = defaultdict(float), defaultdict(int)
+    generator.train()
+    variant.train()
+    bar = tqdm(loader, desc=f"epoch {epoch} train", disable=not progress, leave=False, mininterval=1.0)
+    for batch in bar:
+        logs = train_step(batch, generator, detector, variant, opt_g, epoch, device, dist_sync)
+        for k, v in logs.items():
+            sums[k] += v
+            counts[k] += 1
+        bar.set_postfix(loss=f"{sums['loss_total'] / counts['loss_total']:.3f}", refresh=False)
+    out = {k: sums[k] / counts[k] for k in sums}
+    if "matched_score_f" in out and "matched_score_m" in out:
+        out["matched_score_gap"] = out["matched_score_m"] - out["matched_score_f"]
+    return out

@@ -1,0 +1,216 @@
+"""The one trainer: train, evaluate on val, log, checkpoint each epoch; select on val; test once.
+
+A run folder holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per epoch),
+``eval/{split}_epoch_NNNN.json``, ``checkpoints/epoch_NNNN.pt`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+import yaml
+
+from faap import distributed as dist
+from faap import checkpoint as ckpt
+from faap.config import code_commit
+from faap.data.coco import fingerprint, load_split
+from faap.data.loader import BalancedGroupSampler, GenderDetection, make_loader
+from faap.data.transforms import build_transforms
+from faap.detector import load_detector
+from faap.engine import current_eps, train_one_epoch
+from faap.errors import UserError
+from faap.evaluate import Evaluator, clean_baseline, nan_to_none, summarize
+from faap.generator import PerturbationGenerator
+from faap.schedules import beta_at
+from faap.variants import get_variant
+
+SELECT = {"abs_AP_gap": min, "AP_gap": min, "AP_mean": max}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def read_run_config(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise UserError(f"not a run folder (no config.yaml): {run_dir}")
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+class Run:
+    """Everything one training run needs, built and validated before anything is written."""
+
+    def __init__(self, cfg, out_dir: str, progress: bool = True):
+        self.cfg, self.out_dir, self.progress = cfg, out_dir, progress
+        self.rank, self.world = dist.setup()
+        self.device = resolve_device(cfg.device) if self.world == 1 else dist.device_for(cfg.device)
+        self.train_groups = load_split(cfg.data, "train")
+        self.val_groups = load_split(cfg.data, "val")
+        self.fingerprint = fingerprint(cfg.data)
+        categories = {c["id"]: c["name"] for c in self.val_groups["male"].coco.get("categories", [])}
+        self.detector = load_detector(cfg.detector, self.device, categories or None)
+        torch.manual_seed(cfg.seed)
+        self.generator = PerturbationGenerator().to(self.device)
+        self.variant = get_variant(cfg.variant)(cfg, self.detector.hidden_dim).to(self.device)
+        if cfg.channels_last and self.device.type == "cuda":
+            self.generator = self.generator.to(memory_format=torch.channels_last)
+        params = list(self.generator.parameters()) + self.variant.g_parameters()
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.opt_g = opt_cls(params, lr=cfg.lr_g, weight_decay=cfg.weight_decay)
+        self.variant.optimizers = self.variant.make_optimizers()
+        self.optimizers = {"generator": self.opt_g, **self.variant.optimizers}
+        tf = build_transforms(True, cfg.train_scales, cfg.max_size, cfg.eval_size, cfg.random_crop)
+        ds = GenderDetection(self.train_groups, tf, self.detector.category_to_label)
+        self.sampler = BalancedGroupSampler(ds.group_index, cfg.seed, cfg.max_train_per_gender, cfg.epoch_samples,
+                                            self.rank, self.world)
+        self.loader = make_loader(ds, cfg.batch_size, self.sampler, cfg.num_workers, seed=cfg.seed)
+        self.val = Evaluator(self.val_groups, self.detector, cfg, self.device, cfg.eval_max_images)
+        self.resolved = {**cfg.to_dict(), "dataset_fingerprint": self.fingerprint,
+                         "detector_id": self.detector.detector_id, "code_commit": code_commit(),
+                         "torch": str(torch.__version__), "world_size": self.world}
+
+    # ---- files --------------------------------------------------------------------------
+    def _path(self, *parts) -> str:
+        return os.path.join(self.out_dir, *parts)
+
+    def _write_json(self, rel: str, obj) -> None:
+        path = self._path(rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(nan_to_none(obj), f, indent=2)
+        os.replace(path + ".tmp", path)
+
+    def prepare_dir(self, resume: bool) -> int:
+        """Create or check the run folder; return the first epoch to train."""
+        cfg_path = self._path("config.yaml")
+        if os.path.exists(cfg_path):
+            with open(cfg_path) as f:
+                old = yaml.safe_load(f)
+            keys = [k for k in self.cfg.to_dict() if k not in ("device", "num_workers")]
+            changed = [k for k in keys if old.get(k) != self.resolved[k]]
+            if not resume:
+                raise UserError(f"run folder {self.out_dir} already holds a run (resume it with --resume, "
+                                f"or choose another --out)")
+            if changed or old.get("dataset_fingerprint") != self.fingerprint:
+                what = changed[0] if changed else "dataset_fingerprint"
+                raise UserError(f"cannot resume {self.out_dir}: '{what}' differs from the recorded config")
+            epochs = ckpt.list_epochs(self.out_dir)
+            return epochs[-1] + 1 if epochs else 0
+        if self.rank == 0:
+            text = yaml.safe_dump(self.resolved, sort_keys=False)
+            os.makedirs(self.out_dir, exist_ok=True)
+            with open(cfg_path, "w") as f:
+                f.write(text)
+        return 0
+
+    def restore(self, epoch: int) -> None:
+        state = ckpt.load(self.out_dir, epoch, map_location=self.device)
+        self.generator.load_state_dict(state["generator"])
+        self.variant.load_state_dict(state["variant"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        ckpt.set_rng_state(state["rng"])
+
+    def history(self) -> list[dict]:
+        path = self._path("metrics.jsonl")
+        if not os.path.isfile(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def eval_record(self, split: str, epoch: int, eps: float, result: dict, baseline: dict) -> dict:
+        pert, base = summarize(result), summarize(baseline)
+        meta = {k: self.resolved[k] for k in ("variant", "seed", "dataset_fingerprint", "detector_id", "code_commit")}
+        return {
+            "split": split, "epoch": epoch, "hyperparams": {"epsilon": eps, "generator_checkpoint":
+                                                            ckpt.path_for(self.out_dir, epoch)},
+            "baseline": {g: {"AP": base[f"AP_{g}"], "AR": base[f"AR_{g}"]} for g in ("male", "female")},
+            "perturbed": {g: {"AP": pert[f"AP_{g}"], "AR": pert[f"AR_{g}"]} for g in ("male", "female")},
+            "gaps": {m: {"baseline": base[f"{m}_gap"], "perturbed": pert[f"{m}_gap"]} for m in ("AP", "AR")},
+            "deltas": {f"{m}_{g}": pert[f"{m}_{g}"] - base[f"{m}_{g}"] for m in ("AP", "AR") for g in ("male", "female")},
+            "details": {"baseline": baseline, "perturbed": result}, "meta": meta,
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    # ---- the loop --------------------------------------------------------------------------
+    def fit(self, resume: bool = False, callbacks=()) -> dict:
+        cfg = self.cfg
+        start = self.prepare_dir(resume)
+        dist.barrier()
+        if start > 0:
+            self.restore(start - 1)
+        for cb in callbacks:
+            getattr(cb, "on_start", lambda run, start: None)(self, start)
+        val_base = clean_baseline(self.val, self.fingerprint, "val") if self.rank == 0 else None
+        history = [r for r in self.history() if r["epoch"] < start]
+        for epoch in range(start, cfg.epochs):
+            t0 = time.time()
+            self.sampler.set_epoch(epoch)
+            self.loader.generator.manual_seed(cfg.seed * 1000 + epoch)
+            train_logs = train_one_epoch(self.loader, self.generator, self.detector, self.variant, self.opt_g, epoch,
+                                         self.device, self.progress and self.rank == 0,
+                                         dist.average_gradients if self.world > 1 else None)
+            eps = current_eps(cfg, epoch)
+            if self.rank == 0:
+                ckpt.save(self.out_dir, epoch, eps, self.generator, self.variant, self.optimizers, self.resolved)
+                result = self.val.run(self.generator, eps)
+                self._write_json(f"eval/val_epoch_{epoch:04d}.json", self.eval_record("val", epoch, eps, result, val_base))
+                record = {"epoch": epoch, "split": "val", "eps": eps,
+                          "beta": beta_at(epoch, cfg.beta_start, cfg.beta_final, cfg.epochs),
+                          **summarize(result), **{f"baseline_{k}": v for k, v in summarize(val_base).items()},
+                          **train_logs, "epoch_seconds": time.time() - t0}
+                with open(self._path("metrics.jsonl"), "a") as f:
+                    f.write(json.dumps(nan_to_none(record)) + "\n")
+                history.append(record)
+                if cfg.keep_checkpoints == "last":
+                    ckpt.prune(self.out_dir, {epoch, self.select(history)["epoch"]})
+                if self.progress:
+                    print(f"epoch {epoch}: val AP male {record['AP_male']:.4f} female {record['AP_female']:.4f} "
+                          f"gap {record['AP_gap']:+.4f} (clean {record['baseline_AP_gap']:+.4f}), "
+                          f"AR gap {record['AR_gap']:+.4f}, {record['epoch_seconds']:.0f}s", flush=True)
+                for cb in callbacks:
+                    cb.on_epoch_end(self, epoch, record)
+            dist.barrier()
+        summary = self.finish(history) if self.rank == 0 else {}
+        dist.barrier()
+        return summary
+
+    def select(self, history: list[dict]) -> dict:
+        """The validation record of the selected epoch (ties: the earliest)."""
+        pick = SELECT[self.cfg.select_metric]
+        return pick(history, key=lambda r: (r[self.cfg.select_metric], r["epoch"] if pick is min else -r["epoch"]))
+
+    def finish(self, history: list[dict]) -> dict:
+        """Test the selected checkpoint once; write summary.json."""
+        best = self.select(history)
+        epoch = best["epoch"]
+        state = ckpt.load(self.out_dir, epoch, map_location=self.device)
+        self.generator.load_state_dict(state["generator"])
+        test = Evaluator(load_split(self.cfg.data, "test"), self.detector, self.cfg, self.device)
+        test_base = clean_baseline(test, self.fingerprint, "test")
+        result = test.run(self.generator, state["eps"])
+        self._write_json(f"eval/test_epoch_{epoch:04d}.json", self.eval_record("test", epoch, state["eps"], result, test_base))
+        val_base = clean_baseline(self.val, self.fingerprint, "val")
+        summary = {
+            "variant": self.cfg.variant, "seed": self.cfg.seed, "selected_epoch": epoch,
+            "select_metric": self.cfg.select_metric, "epochs_completed": len(history), "eps": state["eps"],
+            "val": {k: best[k] for k in summarize(val_base)}, "test": summarize(result),
+            "baseline": {"val": summarize(val_base), "test": summarize(test_base)},
+            "dataset_fingerprint": self.fingerprint, "detector_id": self.detector.detector_id,
+            "code_commit": self.resolved["code_commit"], "run_dir": os.path.abspath(self.out_dir),
+        }
+        self._write_json("summary.json", summary)
+        if self.progress:
+            print(f"selected epoch {epoch} on val ({self.cfg.select_metric}); test AP gap "
+                  f"{summary['test']['AP_gap']:+.4f} (clean {summary['baseline']['test']['AP_gap']:+.4f})", flush=True)
+        return summary

@@ -1,0 +1,73 @@
+"""What a variant is: its config class, its extra modules, and its named loss terms.
+
+The trainer owns G, the detector, the shared terms (``det``, ``wass``) and the G step;
+a variant adds what makes it different and says how every term is weighted
+(:meth:`Variant.weight_dict`, the one place loss weights live, like DETR's ``weight_dict``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from faap.config import TrainConfig
+from faap.detector import DetectorOutput
+from faap.schedules import beta_at
+
+
+@dataclass
+class StepState:
+    """Everything a variant may need about one training step (female rows come first)."""
+
+    out: DetectorOutput
+    """Detector output on the perturbed (and augmented) batch."""
+    n_female: int
+    """Rows ``[:n_female]`` are female, the rest male."""
+    epoch: int
+    extras: dict = field(default_factory=dict)
+    """Hooks from the trainer, e.g. ``recompute_features`` (used only by the legacy bench)."""
+
+    @property
+    def female(self) -> slice:
+        return slice(0, self.n_female)
+
+    @property
+    def male(self) -> slice:
+        return slice(self.n_female, None)
+
+
+class Variant(nn.Module):
+    """Base class; subclasses set ``name`` and ``Config`` and implement :meth:`loss_terms`."""
+
+    name = ""
+    Config = TrainConfig
+
+    def __init__(self, cfg: TrainConfig, hidden_dim: int):
+        super().__init__()
+        self.cfg = cfg
+
+    def g_parameters(self) -> list:
+        """Parameters trained by G's optimiser besides G (e.g. a projection head)."""
+        return []
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimisers of the variant's own adversaries (checkpointed with the run)."""
+        return {}
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Transform the perturbed images before the detector (training only)."""
+        return x
+
+    def before_generator_step(self, state: StepState) -> dict[str, float]:
+        """Update adversaries on detached features; return logged values."""
+        return {}
+
+    def loss_terms(self, state: StepState) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def weight_dict(self, epoch: int) -> dict[str, float]:
+        """Weights of every term in G's loss: ``det`` and ``wass`` plus the variant's own."""
+        cfg = self.cfg
+        return {"det": beta_at(epoch, cfg.beta_start, cfg.beta_final, cfg.epochs), "wass": cfg.lambda_wass}

@@ -1,0 +1,91 @@
+"""End-to-end runs of each variant on the tiny synthetic benchmark with the demo detector."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import tiny_values
+from faap.reeval import reevaluate
+from faap.trainer import Run
+from faap.variants import make_config
+
+REQUIRED = ("epoch", "AP_male", "AP_female", "AP_gap", "AR_male", "AR_female", "AR_gap", "loss_det", "loss_wass",
+            "delta_linf", "delta_l2", "obj_score_f", "obj_score_m", "obj_frac_f", "obj_frac_m", "matched_score_f",
+            "matched_score_m", "matched_score_gap", "eps", "beta")
+
+
+def _records(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("variant,own_term", [("adversarial", "loss_fair"), ("infonce", "loss_infonce")])
+def test_variant_end_to_end(tiny_data, tmp_path, variant, own_term):
+    out = str(tmp_path / variant)
+    summary = Run(make_config(variant, tiny_values(tiny_data)), out, progress=False).fit()
+    records = _records(out)
+    assert [r["epoch"] for r in records] == [0, 1]
+    for key in REQUIRED + (own_term,):
+        assert key in records[0], key
+    if variant == "adversarial":
+        assert "d_loss" in records[0]
+    for name in ("config.yaml", "summary.json", "eval/val_epoch_0000.json", "eval/val_epoch_0001.json",
+                 "checkpoints/epoch_0000.pt", "checkpoints/epoch_0001.pt"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert os.path.isfile(os.path.join(out, f"eval/test_epoch_{summary['selected_epoch']:04d}.json"))
+    # The clean detector shows the benchmark's gap (male easier).
+    assert summary["baseline"]["test"]["AP_male"] > summary["baseline"]["test"]["AP_female"]
+    # Recorded AP equals a direct re-evaluation of the saved checkpoint (with its recorded eps).
+    for r in records:
+        again = reevaluate(out, r["epoch"], "val", "cpu")
+        assert again["eps"] == r["eps"]
+        assert again["AP_male"] == r["AP_male"] and again["AP_female"] == r["AP_female"]
+        assert again["AR_gap"] == r["AR_gap"]
+    test_again = reevaluate(out, None, "test", "cpu")
+    assert test_again["AP_gap"] == summary["test"]["AP_gap"]
+    with open(os.path.join(out, "config.yaml")) as f:
+        text = f.read()
+    for key in ("dataset_fingerprint:", "detector_id:", "code_commit:", "seed: 42", f"variant: {variant}"):
+        assert key in text
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAfter:
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, run, epoch, record):
+        if epoch == self.epoch:
+            raise _Crash()
+
+
+def test_resume_is_exact(tiny_data, tmp_path):
+    values = tiny_values(tiny_data, epochs=3)
+    straight = str(tmp_path / "straight")
+    Run(make_config("infonce", values), straight, progress=False).fit()
+    resumed = str(tmp_path / "resumed")
+    with pytest.raises(_Crash):
+        Run(make_config("infonce", values), resumed, progress=False).fit(callbacks=[_CrashAfter(0)])
+    with pytest.raises(Exception, match="already holds a run"):
+        Run(make_config("infonce", values), resumed, progress=False).fit()
+    Run(make_config("infonce", values), resumed, progress=False).fit(resume=True)
+    a, b = _records(straight), _records(resumed)
+    assert [r["epoch"] for r in b] == [0, 1, 2]
+    for ra, rb in zip(a, b):
+        for key in ("loss_total", "loss_infonce", "AP_male", "AP_female", "delta_l2"):
+            assert ra[key] == rb[key], (ra["epoch"], key)
+    ga = torch.load(os.path.join(straight, "checkpoints/epoch_0002.pt"), weights_only=False)["generator"]
+    gb = torch.load(os.path.join(resumed, "checkpoints/epoch_0002.pt"), weights_only=False)["generator"]
+    assert all(torch.equal(ga[k], gb[k]) for k in ga)
+
+
+def test_resume_refuses_a_changed_config(tiny_data, tmp_path):
+    out = str(tmp_path / "run")
+    Run(make_config("infonce", tiny_values(tiny_data, epochs=1)), out, progress=False).fit()
+    with pytest.raises(Exception, match="'temperature' differs"):
+        Run(make_config("infonce", tiny_values(tiny_data, epochs=1, temperature=0.2)), out, progress=False).fit(resume=True)
