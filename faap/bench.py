@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from faap.data.transforms import normalize
 from faap.detector import load_detector
 from faap.engine import current_eps, female_first, forward, generator_update, train_step
 from faap.generator import PerturbationGenerator
@@ -54,7 +55,7 @@ def random_batch(n: int, size: int, seed: int = 0) -> dict:
         wh = torch.rand(k, 2, generator=g) * 0.3 + 0.1
         targets.append({"boxes": torch.cat([cxcy, wh], 1), "class_labels": torch.zeros(k, dtype=torch.long),
                         "image_id": i, "orig_size": (size, size), "size": (size, size), "group": i % 2})
-    return {"pixel_values": torch.randn(n, 3, size, size, generator=g),
+    return {"pixel_values": normalize(torch.rand(n, 3, size, size, generator=g)),
             "pixel_mask": torch.ones(n, size, size, dtype=torch.long),
             "groups": torch.tensor([t["group"] for t in targets]), "targets": targets}
 

@@ -15,13 +15,14 @@ def detector():
     return load_detector("demo")
 
 
-def _setup(detector, variant="adversarial", **over):
+def _setup(detector, variant="adversarial", sgd=False, **over):
     torch.manual_seed(0)
-    cfg = make_config(variant, {"lr_d": 1e-3, **over})
+    cfg = make_config(variant, {**({"lr_d": 1e-3} if variant == "adversarial" else {}), **over})
     gen = PerturbationGenerator()
     var = VARIANTS[variant](cfg, detector.hidden_dim)
     var.optimizers = var.make_optimizers()
-    opt = torch.optim.Adam(list(gen.parameters()) + var.g_parameters(), lr=1e-3)
+    params = list(gen.parameters()) + var.g_parameters()
+    opt = torch.optim.SGD(params, lr=1e-2) if sgd else torch.optim.Adam(params, lr=1e-3)
     return gen, var, opt
 
 
@@ -30,8 +31,8 @@ def _params(gen, var):
             **{f"v.{k}": v.detach().clone() for k, v in var.named_parameters()}}
 
 
-def _run(step, detector, steps=2, **kw):
-    gen, var, opt = _setup(detector)
+def _run(step, detector, steps=2, sgd=False, **kw):
+    gen, var, opt = _setup(detector, sgd=sgd)
     batch = random_batch(6, 64, seed=3)
     logs = [step(batch, gen, detector, var, opt, 5, torch.device("cpu"), **kw) for _ in range(steps)]
     return _params(gen, var), logs
@@ -48,10 +49,12 @@ def test_feature_reuse_is_identical_to_recomputing(detector):
 
 
 def test_batched_detector_forward_matches_per_group(detector):
-    once, logs_once = _run(train_step, detector)
-    per_group, logs_pg = _run(legacy_step, detector, per_group=True)
+    """One detector forward over both groups == one per group, up to float summation order (SGD, so
+    parameter differences stay proportional to gradient differences)."""
+    once, logs_once = _run(train_step, detector, sgd=True)
+    per_group, logs_pg = _run(legacy_step, detector, sgd=True, per_group=True)
     for k in once:
-        torch.testing.assert_close(once[k], per_group[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(once[k], per_group[k], rtol=1e-4, atol=1e-6)
     assert logs_once[0]["loss_total"] == pytest.approx(logs_pg[0]["loss_total"], rel=1e-5)
 
 
