@@ -46,3 +46,14 @@ def average_gradients(params) -> None:
             p.grad = torch.zeros_like(p)
         tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
         p.grad /= world
+
+
+def assert_in_sync(params) -> None:
+    """Raise if any rank's parameters differ from rank 0's (they get the same averaged updates)."""
+    flat = torch.cat([p.detach().reshape(-1).float() for p in params])
+    ref = flat.clone()
+    tdist.broadcast(ref, src=0)
+    diff = (flat - ref).abs().max()
+    tdist.all_reduce(diff, op=tdist.ReduceOp.MAX)
+    if diff.item() > 0:
+        raise RuntimeError(f"ranks diverged: parameters differ by up to {diff.item():.3g}")

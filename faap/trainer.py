@@ -145,8 +145,11 @@ class Run:
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, resume: bool = False, callbacks=()) -> dict:
         cfg = self.cfg
-        start = self.prepare_dir(resume)
+        start = self.prepare_dir(resume) if self.rank == 0 else 0
         dist.barrier()
+        if self.rank != 0 and resume:
+            epochs = ckpt.list_epochs(self.out_dir)
+            start = epochs[-1] + 1 if epochs else 0
         if start > 0:
             self.restore(start - 1)
         for cb in callbacks:
@@ -161,6 +164,8 @@ class Run:
                                          self.device, self.progress and self.rank == 0,
                                          dist.average_gradients if self.world > 1 else None)
             eps = current_eps(cfg, epoch)
+            if self.world > 1:
+                dist.assert_in_sync([p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]])
             if self.rank == 0:
                 ckpt.save(self.out_dir, epoch, eps, self.generator, self.variant, self.optimizers, self.resolved)
                 result = self.val.run(self.generator, eps)

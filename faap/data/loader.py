@@ -83,7 +83,7 @@ class BalancedGroupSampler(Sampler):
         self.epoch = epoch
 
     def __len__(self):
-        return math.ceil((self.total - self.rank) / self.world_size)
+        return math.ceil(self.total / self.world_size)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
@@ -92,6 +92,8 @@ class BalancedGroupSampler(Sampler):
         for k, pool in enumerate(self.pools):
             sel = which == k
             out[sel] = pool[torch.randint(0, len(pool), (int(sel.sum()),), generator=g)]
+        pad = len(self) * self.world_size - self.total  # every rank gets as many samples (like DistributedSampler)
+        out = torch.cat([out, out[:pad]])
         return iter(out[self.rank::self.world_size].tolist())
 
 
