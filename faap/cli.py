@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--channels-last", action="store_true")
     b.set_defaults(func=_bench)
 
+    from ablations.cli import add_parser as add_sweep
+
+    add_sweep(sub)
+
     m = sub.add_parser("demo", help="the embedded default: synthetic data, demo detector, both variants")
     m.add_argument("--out", default="runs/demo")
     m.add_argument("--epochs", type=int, default=3)

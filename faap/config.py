@@ -18,6 +18,9 @@ import yaml
 from faap.errors import ConfigError, did_you_mean
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+SELECT_METRICS = {"abs_AP_gap": min, "AP_gap": min, "AR_gap": min, "AP_mean": max, "AP_female": max,
+                  "AP_male": max, "AR_female": max}
+"""Validation metrics that can pick a run's epoch, with the direction that is better."""
 
 
 @dataclass
@@ -85,7 +88,7 @@ class TrainConfig:
     num_workers: int = 0
     """DataLoader worker processes."""
     select_metric: str = "abs_AP_gap"
-    """Validation metric that picks the epoch tested: 'abs_AP_gap', 'AP_gap' (both minimised) or 'AP_mean'."""
+    """Validation metric that picks the epoch tested (gaps minimised, APs maximised; see SELECT_METRICS)."""
     keep_checkpoints: str = "all"
     """'all' epochs' checkpoints, or 'last' and the best so far only."""
     amp: str = "none"
@@ -107,7 +110,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
         self._choice("optimizer", ("adam", "adamw"))
-        self._choice("select_metric", ("abs_AP_gap", "AP_gap", "AP_mean"))
+        self._choice("select_metric", tuple(SELECT_METRICS))
         self._choice("keep_checkpoints", ("all", "last"))
         self._choice("amp", ("none", "bf16"))
         if not 0 <= self.obj_conf_thresh <= 1:

@@ -15,7 +15,7 @@ import yaml
 
 from faap import distributed as dist
 from faap import checkpoint as ckpt
-from faap.config import code_commit
+from faap.config import SELECT_METRICS, code_commit
 from faap.data.coco import fingerprint, load_split
 from faap.data.loader import BalancedGroupSampler, GenderDetection, make_loader
 from faap.data.transforms import build_transforms
@@ -26,8 +26,6 @@ from faap.evaluate import Evaluator, clean_baseline, nan_to_none, summarize
 from faap.generator import PerturbationGenerator
 from faap.schedules import beta_at
 from faap.variants import get_variant
-
-SELECT = {"abs_AP_gap": min, "AP_gap": min, "AP_mean": max}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -152,10 +150,15 @@ class Run:
             start = epochs[-1] + 1 if epochs else 0
         if start > 0:
             self.restore(start - 1)
-        for cb in callbacks:
-            getattr(cb, "on_start", lambda run, start: None)(self, start)
         val_base = clean_baseline(self.val, self.fingerprint, "val") if self.rank == 0 else None
         history = [r for r in self.history() if r["epoch"] < start]
+        if self.rank == 0 and os.path.isfile(self._path("metrics.jsonl")):
+            # Drop records of epochs that were not committed by a checkpoint (they are redone).
+            with open(self._path("metrics.jsonl.tmp"), "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in history)
+            os.replace(self._path("metrics.jsonl.tmp"), self._path("metrics.jsonl"))
+        for cb in callbacks:
+            getattr(cb, "on_start", lambda run, start: None)(self, start)
         for epoch in range(start, cfg.epochs):
             t0 = time.time()
             self.sampler.set_epoch(epoch)
@@ -167,7 +170,6 @@ class Run:
             if self.world > 1:
                 dist.assert_in_sync([p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]])
             if self.rank == 0:
-                ckpt.save(self.out_dir, epoch, eps, self.generator, self.variant, self.optimizers, self.resolved)
                 result = self.val.run(self.generator, eps)
                 self._write_json(f"eval/val_epoch_{epoch:04d}.json", self.eval_record("val", epoch, eps, result, val_base))
                 record = {"epoch": epoch, "split": "val", "eps": eps,
@@ -177,6 +179,8 @@ class Run:
                 with open(self._path("metrics.jsonl"), "a") as f:
                     f.write(json.dumps(nan_to_none(record)) + "\n")
                 history.append(record)
+                # The checkpoint is the commit point of an epoch: a run killed before it redoes the epoch.
+                ckpt.save(self.out_dir, epoch, eps, self.generator, self.variant, self.optimizers, self.resolved)
                 if cfg.keep_checkpoints == "last":
                     ckpt.prune(self.out_dir, {epoch, self.select(history)["epoch"]})
                 if self.progress:
@@ -187,12 +191,15 @@ class Run:
                     cb.on_epoch_end(self, epoch, record)
             dist.barrier()
         summary = self.finish(history) if self.rank == 0 else {}
+        if self.rank == 0:
+            for cb in callbacks:
+                getattr(cb, "on_finish", lambda run, summary: None)(self, summary)
         dist.barrier()
         return summary
 
     def select(self, history: list[dict]) -> dict:
         """The validation record of the selected epoch (ties: the earliest)."""
-        pick = SELECT[self.cfg.select_metric]
+        pick = SELECT_METRICS[self.cfg.select_metric]
         return pick(history, key=lambda r: (r[self.cfg.select_metric], r["epoch"] if pick is min else -r["epoch"]))
 
     def finish(self, history: list[dict]) -> dict:

@@ -1,0 +1,140 @@
+"""``faap sweep run|resume|status|dashboard``: validate, create, start workers, report state."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from ablations.spec import StudySpec, load_spec, parse_spec
+from ablations.storage import RUNS_ROOT, default_storage_url, study_lock
+from ablations.study import baseline_studies, create_or_load, load
+from faap.errors import UserError
+
+SYNTHETIC = "synthetic"
+
+
+def resolve_data(spec: StudySpec) -> StudySpec:
+    """'synthetic' -> the built-in benchmark under runs/data (written once); else the root must be valid."""
+    from faap.data.coco import fingerprint
+
+    if spec.data == SYNTHETIC:
+        root = os.path.abspath(os.path.join(RUNS_ROOT, "data", "synthetic"))
+        with study_lock(os.path.join(RUNS_ROOT, "data", "lock"), "synthetic"):
+            if not os.path.isfile(os.path.join(root, "men_split", "gender_men_test.json")):
+                from faap.data.synth import generate
+
+                print(f"writing the synthetic benchmark to {root}", flush=True)
+                tmp = root + f".tmp{os.getpid()}"
+                generate(tmp)
+                os.replace(tmp, root)
+        spec.data = root
+    fingerprint(spec.data)  # validates the dataset: one clear line if it is broken
+    return spec
+
+
+def ensure_clean_baseline(study: optuna.Study, url: str | None) -> dict:
+    """The clean detector's val and test metrics, stored once in the study (user attribute)."""
+    if "clean_baseline" in study.user_attrs:
+        return study.user_attrs["clean_baseline"]
+    from faap.data.coco import fingerprint, load_split
+    from faap.detector import load_detector
+    from faap.evaluate import Evaluator, clean_baseline, summarize
+    from faap.trainer import resolve_device
+    from faap.variants import make_config
+
+    spec = study.spec
+    cfg = make_config(spec.variant, spec.trial_values({}, spec.seeds[0]))
+    device = resolve_device(cfg.device)
+    fp = fingerprint(cfg.data)
+    out = {"fingerprint": fp}
+    detector = None
+    for split in ("val", "test"):
+        groups = load_split(cfg.data, split)
+        if detector is None:
+            cats = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
+            detector = load_detector(cfg.detector, device, cats or None)
+        ev = Evaluator(groups, detector, cfg, device, cfg.eval_max_images if split == "val" else 0)
+        out[split] = summarize(clean_baseline(ev, fp, split))
+    out["detector_id"] = detector.detector_id
+    with study_lock(url, study.study_name):
+        if "clean_baseline" not in study.user_attrs:
+            study.set_user_attr("clean_baseline", out)
+    return out
+
+
+def prepare(spec_path: str, url: str | None, study_name: str | None, n_trials: int | None) -> tuple[optuna.Study, str]:
+    """Validate everything, then create (or join) the study. Nothing is written on bad input."""
+    from faap.detector import load_detector
+
+    load_spec(spec_path)  # the file as written must be valid
+    with open(spec_path) as f:
+        raw = yaml.safe_load(f)
+    raw.update({k: v for k, v in (("study", study_name), ("n_trials", n_trials)) if v})
+    spec = parse_spec(raw, spec_path)
+    load_detector(spec.detector)  # fails fast on a missing detector
+    if spec.data != SYNTHETIC:
+        resolve_data(spec)
+    study = create_or_load(spec, raw, url)
+    return study, spec.study
+
+
+def spawn_workers(name: str, url: str | None, workers: int, wandb_mode: str, extra: list[str] = ()) -> int:
+    """Start ``workers`` processes (one torch thread share each); wait; Ctrl-C stops them."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    cmd = [sys.executable, "-m", "faap.cli", "sweep", "worker", name, "--threads", str(threads), "--wandb", wandb_mode,
+           *extra] + (["--storage", url] if url else [])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+    return max(codes)
+
+
+def resume_hint(name: str, url: str | None) -> str:
+    storage = f" --storage {url}" if url and url != default_storage_url() else ""
+    return f"faap sweep resume {name}{storage}"
+
+
+def status_frame(name: str, url: str | None):
+    """One row per trial (baselines first): state, params, values, seeds, epochs, reasons."""
+    import pandas as pd
+
+    study = load(name, url)
+    rows = []
+    for s in baseline_studies(study, url) + [study]:
+        for t in s.get_trials(deepcopy=False):
+            row = {"study": "main" if s is study else s.user_attrs.get("variant", s.study_name), "trial": t.number,
+                   "state": t.state.name, **{f"param:{k}": v for k, v in t.params.items()}}
+            for o, v in zip(study.spec.objectives, t.values or [None] * len(study.spec.objectives)):
+                row[o["metric"]] = v
+            seeds = {k[5:]: a for k, a in t.user_attrs.items() if re.fullmatch(r"seed_\d+", k)}
+            row["seeds"] = len(seeds)
+            row["selected_epochs"] = ",".join(str(a["selected_epoch"]) for a in seeds.values()) or None
+            if t.state == TrialState.RUNNING:
+                row["note"] = f"heartbeat {time.time() - t.user_attrs.get('heartbeat', time.time()):.0f}s ago"
+            elif t.state == TrialState.FAIL:
+                row["note"] = t.user_attrs.get("fail_reason", "")
+            elif t.state == TrialState.PRUNED:
+                row["note"] = f"pruned at step {t.user_attrs.get('pruned_at', {}).get('step')}"
+            elif "resumed_from_epoch" in t.user_attrs:
+                row["note"] = f"resumed from epoch {t.user_attrs['resumed_from_epoch']}"
+            rows.append(row)
+    return study, pd.DataFrame(rows)
+

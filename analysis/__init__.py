@@ -1,0 +1,1 @@
+"""Loaders, statistics, diagnostics and plots over runs and studies (see the issue on analysis)."""

@@ -1,0 +1,1 @@
+"""The markdown report builder (see the issue on reports)."""
