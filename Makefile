@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/faap demo --out runs/demo
+	$(BIN)/faap sweep run sweeps/demo.yaml --workers 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

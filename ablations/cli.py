@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
     r.add_argument("--study", help="study name (default: the spec's)")
     r.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     r.add_argument("--n-trials", type=int, help="trial budget (default: the spec's)")
+    r.add_argument("--data", help="dataset root (default: the spec's)")
+    r.add_argument("--detector", help="detector spec (default: the spec's)")
+    r.add_argument("--base-config", help="config file or built-in name; 'none' drops the spec's")
     _fault(r)
     r.set_defaults(func=_run)
 
@@ -83,7 +86,8 @@ def _run(args) -> None:
 
     if args.workers < 1:
         raise UserError("--workers must be >= 1")
-    study, name = prepare(args.spec, args.storage, args.study, args.n_trials)
+    study, name = prepare(args.spec, args.storage, args.study, args.n_trials,
+                          {"data": args.data, "detector": args.detector, "base_config": args.base_config})
     print(f"study '{name}' in {args.storage or 'the embedded storage'}; resume with: {resume_hint(name, args.storage)}",
           flush=True)
     _start(name, args.storage, args)

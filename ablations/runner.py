@@ -70,7 +70,8 @@ def ensure_clean_baseline(study: optuna.Study, url: str | None) -> dict:
     return out
 
 
-def prepare(spec_path: str, url: str | None, study_name: str | None, n_trials: int | None) -> tuple[optuna.Study, str]:
+def prepare(spec_path: str, url: str | None, study_name: str | None = None, n_trials: int | None = None,
+            overrides: dict | None = None) -> tuple[optuna.Study, str]:
     """Validate everything, then create (or join) the study. Nothing is written on bad input."""
     from faap.detector import load_detector
 
@@ -78,6 +79,11 @@ def prepare(spec_path: str, url: str | None, study_name: str | None, n_trials: i
     with open(spec_path) as f:
         raw = yaml.safe_load(f)
     raw.update({k: v for k, v in (("study", study_name), ("n_trials", n_trials)) if v})
+    for key, value in (overrides or {}).items():  # --data, --detector, --base-config ('none' drops it)
+        if value == "none":
+            raw.pop(key, None)
+        elif value:
+            raw[key] = value
     spec = parse_spec(raw, spec_path)
     load_detector(spec.detector)  # fails fast on a missing detector
     if spec.data != SYNTHETIC:

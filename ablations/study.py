@@ -10,6 +10,7 @@ The spec is stored in the study (user attribute ``spec``) so that every worker a
 from __future__ import annotations
 
 import json
+import warnings
 
 import optuna
 
@@ -66,7 +67,9 @@ def create_or_load(spec: StudySpec, raw_spec: dict, url: str | None) -> optuna.S
         if stored is None:
             study.set_user_attr("spec", raw_spec)
             study.set_user_attr("spec_source", spec.source)
-            study.set_metric_names([o["metric"] for o in spec.objectives])
+            with warnings.catch_warnings():  # experimental in Optuna, stable enough for labels
+                warnings.simplefilter("ignore")
+                study.set_metric_names([o["metric"] for o in spec.objectives])
             if spec.sampler == "grid":
                 for point in spec.grid():
                     study.enqueue_trial(point, user_attrs={"grid_key": grid_key(point)})

@@ -17,6 +17,7 @@ nothing is waiting or running.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import traceback
@@ -137,6 +138,7 @@ def work(name: str, url: str | None, wandb_mode: str = "auto", max_trials: int |
                 if _has_waiting(s) or (s is study and budget_left(s)):
                     trial = s.ask()
                     s._storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
+                    s._storage.set_trial_user_attr(trial._trial_id, "worker", f"{socket.gethostname()}:{os.getpid()}")
                     picked = (s, trial)
                     break
         if picked is None:

@@ -63,12 +63,6 @@ def _bench(args) -> None:
     bench_main(args)
 
 
-def _demo(args) -> None:
-    from faap.demo import run_demo
-
-    run_demo(args.out, epochs=args.epochs, epoch_samples=args.epoch_samples)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faap", description="Fairness perturbations for frozen DETR-family detectors.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -131,11 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep(sub)
 
-    m = sub.add_parser("demo", help="the embedded default: synthetic data, demo detector, both variants")
-    m.add_argument("--out", default="runs/demo")
-    m.add_argument("--epochs", type=int, default=3)
-    m.add_argument("--epoch-samples", type=int, default=512)
-    m.set_defaults(func=_demo)
     return p
 
 
