@@ -56,6 +56,10 @@ def add_parser(sub) -> None:
     _common(st)
     st.set_defaults(func=_status)
 
+    c = sw.add_parser("cost", help="where a study's time went: training, validation, runner overhead, pruning savings")
+    _common(c)
+    c.set_defaults(func=_cost)
+
     d = sw.add_parser("dashboard", help="optuna-dashboard on the storage, bound to 127.0.0.1")
     _common(d, study_arg=False)
     d.add_argument("--port", type=int, default=8080)
@@ -132,6 +136,12 @@ def _print_status(name, url) -> None:
               f"{len(spec.seeds)} seed(s)) with {best.params}")
     elif done:
         print("Pareto front: trials " + ", ".join(str(t.number) for t in study.best_trials))
+
+
+def _cost(args) -> None:
+    from ablations.cost import print_cost
+
+    print_cost(args.study, args.storage)
 
 
 def _status(args) -> None:

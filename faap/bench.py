@@ -90,7 +90,9 @@ def run(detector_spec="demo", device="auto", batch_size=8, image_size=128, steps
         loss.backward()
 
     torch.manual_seed(0)
-    gen0 = PerturbationGenerator().to(dev)
+    gen0 = PerturbationGenerator(channels_last=channels_last).to(dev)
+    if channels_last:
+        gen0 = gen0.to(memory_format=torch.channels_last)
 
     def generator_only():
         x_adv, _ = perturb_groups(gen0, x0, mask, n_female, 0.1)
@@ -102,8 +104,8 @@ def run(detector_spec="demo", device="auto", batch_size=8, image_size=128, steps
         for label, step in (("suite", train_step), ("original loop", legacy_step)):
             torch.manual_seed(0)
             cfg = make_config(name, {"amp": amp, "channels_last": channels_last, "data": "-"})
-            gen = PerturbationGenerator().to(dev)
-            if channels_last and dev.type == "cuda":
+            gen = PerturbationGenerator(channels_last=channels_last).to(dev)
+            if channels_last:
                 gen = gen.to(memory_format=torch.channels_last)
             variant = VARIANTS[name](cfg, detector.hidden_dim).to(dev)
             variant.optimizers = variant.make_optimizers()

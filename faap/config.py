@@ -94,7 +94,7 @@ class TrainConfig:
     amp: str = "none"
     """Autocast dtype on CUDA: 'none' or 'bf16'."""
     channels_last: bool = False
-    """Use channels_last memory format for images and G on CUDA."""
+    """Run G's convolutions in channels_last (NHWC) memory format (measure with faap bench)."""
 
     # ---- validation ------------------------------------------------------------------
     def check(self) -> None:

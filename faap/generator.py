@@ -33,8 +33,9 @@ class Up(nn.Module):
 class PerturbationGenerator(nn.Module):
     """U-Net 3->32->64->128 (bottleneck 128) ->64->32->3; returns the raw map (before tanh)."""
 
-    def __init__(self, base: int = 32):
+    def __init__(self, base: int = 32, channels_last: bool = False):
         super().__init__()
+        self.channels_last = channels_last
         self.enc1 = ConvBlock(3, base, 1)
         self.enc2 = ConvBlock(base, base * 2, 2)
         self.enc3 = ConvBlock(base * 2, base * 4, 2)
@@ -44,10 +45,12 @@ class PerturbationGenerator(nn.Module):
         self.out = nn.Conv2d(base, 3, 3, 1, 1)
 
     def forward(self, x):
+        if self.channels_last:  # NHWC convolutions: faster on recent GPUs and on CPU (oneDNN)
+            x = x.contiguous(memory_format=torch.channels_last)
         e1 = self.enc1(x)
         e2 = self.enc2(e1)
         b = self.bottleneck(self.enc3(e2))
-        return self.out(self.up1(self.up2(b, e2), e1))
+        return self.out(self.up1(self.up2(b, e2), e1)).contiguous()
 
 
 def perturb(generator: nn.Module, x: torch.Tensor, mask: torch.Tensor, eps: float):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+import torch
+
 from faap import checkpoint as ckpt
 from faap.config import field_names
 from faap.data.coco import fingerprint, load_split
@@ -42,7 +44,9 @@ def reevaluate(run_dir: str, epoch: int | None = None, split: str = "val", devic
     groups = load_split(cfg.data, split)
     categories = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
     detector = load_detector(cfg.detector, dev, categories or None)
-    generator = PerturbationGenerator().to(dev)
+    generator = PerturbationGenerator(channels_last=cfg.channels_last).to(dev)
+    if cfg.channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
     generator.load_state_dict(state["generator"])
     if max_images is None:
         max_images = cfg.eval_max_images if split == "val" else 0

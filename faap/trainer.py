@@ -57,9 +57,9 @@ class Run:
         categories = {c["id"]: c["name"] for c in self.val_groups["male"].coco.get("categories", [])}
         self.detector = load_detector(cfg.detector, self.device, categories or None)
         torch.manual_seed(cfg.seed)
-        self.generator = PerturbationGenerator().to(self.device)
+        self.generator = PerturbationGenerator(channels_last=cfg.channels_last).to(self.device)
         self.variant = get_variant(cfg.variant)(cfg, self.detector.hidden_dim).to(self.device)
-        if cfg.channels_last and self.device.type == "cuda":
+        if cfg.channels_last:
             self.generator = self.generator.to(memory_format=torch.channels_last)
         params = list(self.generator.parameters()) + self.variant.g_parameters()
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -169,13 +169,14 @@ class Run:
             eps = current_eps(cfg, epoch)
             if self.world > 1:
                 dist.assert_in_sync([p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]])
+            train_seconds = time.time() - t0
             if self.rank == 0:
                 result = self.val.run(self.generator, eps)
                 self._write_json(f"eval/val_epoch_{epoch:04d}.json", self.eval_record("val", epoch, eps, result, val_base))
                 record = {"epoch": epoch, "split": "val", "eps": eps,
                           "beta": beta_at(epoch, cfg.beta_start, cfg.beta_final, cfg.epochs),
                           **summarize(result), **{f"baseline_{k}": v for k, v in summarize(val_base).items()},
-                          **train_logs, "epoch_seconds": time.time() - t0}
+                          **train_logs, "train_seconds": train_seconds, "epoch_seconds": time.time() - t0}
                 with open(self._path("metrics.jsonl"), "a") as f:
                     f.write(json.dumps(nan_to_none(record)) + "\n")
                 history.append(record)
@@ -204,6 +205,7 @@ class Run:
 
     def finish(self, history: list[dict]) -> dict:
         """Test the selected checkpoint once; write summary.json."""
+        t0 = time.time()
         best = self.select(history)
         epoch = best["epoch"]
         state = ckpt.load(self.out_dir, epoch, map_location=self.device)
@@ -220,6 +222,7 @@ class Run:
             "baseline": {"val": summarize(val_base), "test": summarize(test_base)},
             "dataset_fingerprint": self.fingerprint, "detector_id": self.detector.detector_id,
             "code_commit": self.resolved["code_commit"], "run_dir": os.path.abspath(self.out_dir),
+            "test_eval_seconds": time.time() - t0,
         }
         self._write_json("summary.json", summary)
         if self.progress:
