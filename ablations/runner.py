@@ -102,13 +102,15 @@ def spawn_workers(name: str, url: str | None, workers: int, wandb_mode: str, ext
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        # A terminal's Ctrl-C reaches every worker already; give them time to re-queue their trials,
+        # then interrupt the ones still running (a signal sent to this process alone), then kill.
+        for grace, action in ((5, None), (60, lambda p: p.send_signal(signal.SIGINT)), (0, lambda p: p.kill())):
+            deadline = time.time() + grace
+            while time.time() < deadline and any(p.poll() is None for p in procs):
+                time.sleep(0.2)
+            for p in procs:
+                if p.poll() is None and action is not None:
+                    action(p)
         raise
     return max(codes)
 

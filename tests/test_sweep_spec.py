@@ -77,3 +77,23 @@ def test_cli_bad_spec_writes_nothing(tmp_path):
     r = subprocess.run([sys.executable, "-m", "faap.cli", "sweep", "status", "nope", "--storage", str(journal)],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "no study storage" in r.stderr
+
+
+def test_dashboard_binds_to_localhost(tmp_path, monkeypatch):
+    import optuna_dashboard
+
+    from ablations.cli import _dashboard
+
+    seen = {}
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda storage, host, port: seen.update(host=host, port=port))
+    journal = tmp_path / "journal.log"
+    from ablations.storage import open_storage
+
+    open_storage(str(journal))
+    journal.touch()
+
+    class Args:
+        storage, port = str(journal), 8123
+
+    _dashboard(Args)
+    assert seen == {"host": "127.0.0.1", "port": 8123}

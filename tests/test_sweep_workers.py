@@ -197,3 +197,25 @@ def test_wandb_offline_run_reads_back(tiny_data, tmp_path, monkeypatch):
     assert summary["selected_epoch"] == seed["selected_epoch"]
     assert summary["test/AP_gap"] == pytest.approx(seed["test"]["AP_gap"])
     assert any(r["type"] == "artifact" for r in records)
+
+
+def test_ctrl_c_requeues_and_says_how_to_resume(tiny_data, tmp_path):
+    url = str(tmp_path / "studies" / "journal.log")
+    spec = write_spec(tmp_path, tiny_data, "ctrlc", [0.1], epochs=4, epoch_samples=24)
+    p = subprocess.Popen([sys.executable, "-m", "faap.cli", "sweep", "run", spec, "--storage", url, "--wandb", "off"],
+                         env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(str(tmp_path / "studies" / "ctrlc" / "trial_*" / "seed42" / "checkpoints" / "epoch_0000.pt"))
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, out[-1000:] + err[-2000:]
+    assert f"faap sweep resume ctrlc --storage {url}" in err
+    trials = optuna.load_study(study_name="ctrlc", storage=prepare_storage(url)).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
+    assert trials[0].user_attrs["fail_reason"].startswith("interrupted")
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].system_attrs["fixed_params"] == {"temperature": 0.1}
+
+
+def prepare_storage(url):
+    from ablations.storage import open_storage
+
+    return open_storage(url, create=False)

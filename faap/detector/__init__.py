@@ -21,6 +21,9 @@ __all__ = ["load_detector", "FrozenDetector", "DetectorOutput", "DEMO_DIR"]
 
 def _from_pretrained(path_or_id: str):
     from transformers import AutoModelForObjectDetection
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per model load clutters worker logs
 
     try:
         return AutoModelForObjectDetection.from_pretrained(path_or_id)
