@@ -1,0 +1,72 @@
+"""analysis.legacy on the original codebase's published result files (../shared/legacy)."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from analysis.legacy import eval_summary, load
+
+# A verbatim copy of ../shared/legacy/faap_outputs (the published result files), so the test
+# runs wherever the repository is cloned.
+LEGACY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "legacy_faap_outputs")
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return load(LEGACY)
+
+
+def test_every_number_equals_its_source(frame):
+    assert not frame.attrs["problems"]
+    cache = {}
+    for row in frame.itertuples():
+        path = os.path.join(LEGACY, row.source)
+        if row.source.endswith(".jsonl"):
+            if path not in cache:
+                with open(path) as f:
+                    cache[path] = {json.loads(line)["epoch"]: json.loads(line) for line in f if line.strip()}
+            rec = cache[path][row.epoch]
+            key = row.metric + {"female": "_f", "male": "_m"}.get(row.group, "")
+            assert rec[key] == row.value, (row.source, key)
+            continue
+        if path not in cache:
+            with open(path) as f:
+                cache[path] = json.load(f)
+        data = cache[path]
+        if row.condition == "data":
+            folder = {"female": "women", "male": "men"}[row.group]
+            assert data[f"{folder}_{row.split}"]["num_images"] == row.value
+        elif row.metric == "epsilon":
+            assert data["hyperparams"]["epsilon"] == row.value
+        elif row.metric in ("AP", "AR"):
+            assert data[row.condition][row.group][row.metric] == row.value
+        else:
+            assert data["details"][row.condition][row.group][row.metric] == row.value
+
+
+def test_runs_epochs_and_splits_from_names(frame):
+    s = eval_summary(frame).set_index("source")
+    assert s.loc["faap_metrics_test_perturbed_wgan_1st_0010_test.json", "run"] == "wgan_1st"
+    assert s.loc["faap_metrics_test_perturbed_wgan_1st_0010_test.json", "epoch"] == 10
+    assert s.loc["faap_metrics_val_perturbed_1st_2.json", "epoch"] == 13  # from the generator checkpoint
+    assert s.loc["faap_metrics_val_perturbed_1st_2.json", "split"] == "val"
+    third = "faap_outputs_3rd_fix6_gpu_20260306/test_metrics_perturb_3rd_fix6_gpu_20260306_epoch_0008.json"
+    assert s.loc[third, "run"] == "3rd_fix6_gpu_20260306" and s.loc[third, "epoch"] == 8
+    assert not s.loc[third, "has_baseline"]  # perturbed-only form
+    assert s.loc["faap_metrics.json", "baseline_AP_gap"] == pytest.approx(0.5107893112537605 - 0.4044822773562821)
+    train = frame[(frame.source == "faap_outputs_3rd_fix6_gpu_20260306/train_log.jsonl") & (frame.metric == "obj_score")]
+    assert set(train.group.dropna()) == {"female", "male"}
+    assert "3rd_fix6_gpu_20260306" in frame.attrs["configs"]
+
+
+def test_unreadable_files_are_listed(tmp_path):
+    root = tmp_path / "faap_outputs"
+    shutil.copytree(LEGACY, root)
+    (root / "broken.json").write_text("{not json")
+    (root / "other.json").write_text(json.dumps({"foo": 1}))
+    frame = load(str(root))
+    problems = dict(frame.attrs["problems"])
+    assert "JSONDecodeError" in problems["broken.json"] and "unknown JSON schema" in problems["other.json"]
+    assert len(frame) == len(load(LEGACY))
