@@ -1,7 +1,8 @@
 """``faap sweep cost STUDY``: where a finished study's time went, measured from its own records.
 
 Per trial (baselines included): wall time (ask to tell), time in the training loops, in
-per-epoch validation, in the one test evaluation of each seed, and the rest: the runner's
+per-epoch validation, in the final evaluation of each seed (test once, and the selected epoch's
+validation detections), and the rest: the runner's
 overhead (model and data loading, checkpoints, Optuna storage, W&B); plus the epochs
 trained against the epochs the trial would have trained without pruning.
 """
@@ -42,11 +43,11 @@ def cost_frame(name: str, url: str | None) -> pd.DataFrame:
                 summary = os.path.join(trial_dir, f"seed{seed}", "summary.json")
                 if os.path.isfile(summary):
                     with open(summary) as f:
-                        test += json.load(f).get("test_eval_seconds", 0.0)
+                        test += json.load(f).get("final_eval_seconds", 0.0)
             wall = (t.datetime_complete - t.datetime_start).total_seconds()
             rows.append({"study": "main" if s is study else s.user_attrs.get("variant"), "trial": t.number,
                          "state": t.state.name, "wall_s": wall, "train_s": train, "val_eval_s": val,
-                         "test_eval_s": test, "other_s": wall - train - val - test, "epochs_trained": len(records),
+                         "final_eval_s": test, "other_s": wall - train - val - test, "epochs_trained": len(records),
                          "epochs_budget": epochs_per_run * len(spec.seeds)})
     return pd.DataFrame(rows)
 

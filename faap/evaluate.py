@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -91,14 +92,22 @@ class Evaluator:
             dets += self.detector.detections(self.detector(x, mask), batch["targets"])
         return dets
 
-    def run(self, generator=None, eps: float | None = None) -> dict:
-        """``{"male": stats, "female": stats}``; ``generator`` in eval mode, or None for clean."""
+    def run(self, generator=None, eps: float | None = None, detections: dict | None = None) -> dict:
+        """``{"male": stats, "female": stats}``; ``generator`` in eval mode, or None for clean.
+
+        Pass a dict as ``detections`` to receive each group's COCO detections in it.
+        """
         was_training = generator.training if generator is not None else False
         if generator is not None:
             generator.eval()
         try:
-            return {g: coco_stats(self.groups[g].coco, self.predict(g, generator, eps), self.image_ids[g])
-                    for g in GROUPS}
+            out = {}
+            for g in GROUPS:
+                dets = self.predict(g, generator, eps)
+                if detections is not None:
+                    detections[g] = dets
+                out[g] = coco_stats(self.groups[g].coco, dets, self.image_ids[g])
+            return out
         finally:
             if was_training:
                 generator.train()
@@ -113,21 +122,43 @@ def cache_dir() -> str:
     return os.environ.get("FAAP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "faap"))
 
 
+def write_detections(path: str, detections: dict, image_ids: dict) -> None:
+    """Detections per group (and the evaluated image ids), gzipped JSON, written atomically."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with gzip.open(tmp, "wt") as f:
+        json.dump({"image_ids": image_ids, "detections": detections}, f)
+    os.replace(tmp, path)
+
+
+def read_detections(path: str) -> dict:
+    with gzip.open(path, "rt") as f:
+        return json.load(f)
+
+
 def clean_baseline(evaluator: Evaluator, fingerprint: str, split: str) -> dict:
-    """The unperturbed detector's result, computed once per (dataset, split, detector, eval settings)."""
-    key = baseline_key(fingerprint, split, evaluator.detector.detector_id, evaluator.settings)
-    path = os.path.join(cache_dir(), "baselines", f"{key}.json")
-    if os.path.isfile(path):
+    """The unperturbed detector's result, computed once per (dataset, split, detector, eval settings).
+
+    Its detections are cached beside it (``clean_detections_path``) for paired bootstraps.
+    """
+    path = clean_detections_path(evaluator, fingerprint, split).replace(".dets.json.gz", ".json")
+    if os.path.isfile(path) and os.path.isfile(clean_detections_path(evaluator, fingerprint, split)):
         with open(path) as f:
             return json.load(f)["result"]
-    result = evaluator.run(None)
+    dets = {}
+    result = evaluator.run(None, detections=dets)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_detections(clean_detections_path(evaluator, fingerprint, split), dets, evaluator.image_ids)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump({"fingerprint": fingerprint, "split": split, "detector": evaluator.detector.detector_id,
-                   "settings": evaluator.settings, "result": result}, f, indent=2)
+                   "settings": evaluator.settings, "result": nan_to_none(result)}, f, indent=2)
     os.replace(tmp, path)  # atomic: parallel workers never read half a file
     return result
+
+
+def clean_detections_path(evaluator: Evaluator, fingerprint: str, split: str) -> str:
+    key = baseline_key(fingerprint, split, evaluator.detector.detector_id, evaluator.settings)
+    return os.path.join(cache_dir(), "baselines", f"{key}.dets.json.gz")
 
 
 def nan_to_none(obj):

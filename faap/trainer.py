@@ -22,7 +22,7 @@ from faap.data.transforms import build_transforms
 from faap.detector import load_detector
 from faap.engine import current_eps, train_one_epoch
 from faap.errors import UserError
-from faap.evaluate import Evaluator, clean_baseline, nan_to_none, summarize
+from faap.evaluate import Evaluator, clean_baseline, nan_to_none, summarize, write_detections
 from faap.generator import PerturbationGenerator
 from faap.schedules import beta_at
 from faap.variants import get_variant
@@ -212,7 +212,12 @@ class Run:
         self.generator.load_state_dict(state["generator"])
         test = Evaluator(load_split(self.cfg.data, "test"), self.detector, self.cfg, self.device)
         test_base = clean_baseline(test, self.fingerprint, "test")
-        result = test.run(self.generator, state["eps"])
+        dets = {}
+        result = test.run(self.generator, state["eps"], detections=dets)
+        write_detections(self._path("eval", "test_detections.json.gz"), dets, test.image_ids)
+        dets = {}  # the selected epoch's validation detections, for paired bootstraps on val
+        self.val.run(self.generator, state["eps"], detections=dets)
+        write_detections(self._path("eval", "val_detections.json.gz"), dets, self.val.image_ids)
         self._write_json(f"eval/test_epoch_{epoch:04d}.json", self.eval_record("test", epoch, state["eps"], result, test_base))
         val_base = clean_baseline(self.val, self.fingerprint, "val")
         summary = {
@@ -222,7 +227,7 @@ class Run:
             "baseline": {"val": summarize(val_base), "test": summarize(test_base)},
             "dataset_fingerprint": self.fingerprint, "detector_id": self.detector.detector_id,
             "code_commit": self.resolved["code_commit"], "run_dir": os.path.abspath(self.out_dir),
-            "test_eval_seconds": time.time() - t0,
+            "final_eval_seconds": time.time() - t0,  # test, plus val detections of the selected epoch
         }
         self._write_json("summary.json", summary)
         if self.progress:
