@@ -139,44 +139,57 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
 def bootstrap_gap(male: dict, female: dict, replicates: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """CIs of each condition's AP/AR per group and gap, and of paired differences between conditions.
 
-    ``male`` and ``female`` map a condition name (e.g. 'clean', 'adversarial', 'infonce') to the
-    :class:`MatchTable` of that condition on that group's images; all conditions of a group must
-    share the same images, which the same resampled weights then pair.
+    ``male`` and ``female`` map a condition name (e.g. 'clean', 'adversarial', 'trial 3') to a list
+    of :class:`MatchTable` (one per seed's run, or one) on that group's images. All tables of a
+    group must hold the same images: one draw of image weights per replicate is shared by every
+    condition and run (a paired bootstrap), and a condition's value is the mean over its runs.
     """
     rng = np.random.default_rng(seed)
-    draws = {}
+    values = {}  # (cond, group) -> (AP R-array, AR R-array, AP point, AR point)
     for group, tables in (("male", male), ("female", female)):
-        n = next(iter(tables.values())).n_images
-        for t in tables.values():
-            if t.n_images != n or not np.array_equal(t.image_ids, next(iter(tables.values())).image_ids):
-                raise ValueError(f"conditions of the {group} group were evaluated on different images")
-        w = resample_weights(n, replicates, rng)
-        for cond, table in tables.items():
-            draws[(cond, group)] = weighted_ap_ar(table, w)
-            draws[(cond, group, "point")] = weighted_ap_ar(table, np.ones((1, n)))
-    out = {"replicates": replicates, "level": level, "conditions": {}}
-    conds = list(male)
-    for cond in conds:
-        entry = {}
+        ref = next(iter(tables.values()))[0]
+        for cond, runs in tables.items():
+            for t in runs:
+                if not np.array_equal(t.image_ids, ref.image_ids):
+                    raise ValueError(f"{cond} was evaluated on other {group} images than {next(iter(tables))}")
+        w = resample_weights(ref.n_images, replicates, rng)
+        ones = np.ones((1, ref.n_images))
+        for cond, runs in tables.items():
+            draws = [weighted_ap_ar(t, w) for t in runs]
+            points = [weighted_ap_ar(t, ones) for t in runs]
+            values[(cond, group)] = (np.mean([d[0] for d in draws], 0), np.mean([d[1] for d in draws], 0),
+                                     float(np.mean([p[0][0] for p in points])), float(np.mean([p[1][0] for p in points])))
+    out = {"replicates": replicates, "level": level, "conditions": {}, "differences": {}}
+    samples = {}
+    for cond in male:
+        entry = {"runs": len(male[cond])}
         for k, name in ((0, "AP"), (1, "AR")):
-            m, f = draws[(cond, "male")][k], draws[(cond, "female")][k]
-            pm, pf = draws[(cond, "male", "point")][k][0], draws[(cond, "female", "point")][k][0]
-            entry[f"{name}_male"] = {"value": pm, "ci": percentile_ci(m, level)}
-            entry[f"{name}_female"] = {"value": pf, "ci": percentile_ci(f, level)}
-            entry[f"{name}_gap"] = {"value": pm - pf, "ci": percentile_ci(m - f, level), "samples": m - f}
+            m, f = values[(cond, "male")], values[(cond, "female")]
+            entry[f"{name}_male"] = {"value": m[2 + k], "ci": percentile_ci(m[k], level)}
+            entry[f"{name}_female"] = {"value": f[2 + k], "ci": percentile_ci(f[k], level)}
+            entry[f"{name}_gap"] = {"value": m[2 + k] - f[2 + k], "ci": percentile_ci(m[k] - f[k], level)}
+            samples[(cond, f"{name}_gap")] = m[k] - f[k]
         out["conditions"][cond] = entry
-    out["differences"] = {}
-    for a in conds:
-        for b in conds:
+    for a in male:
+        for b in male:
             if a == b:
                 continue
             d = {}
             for name in ("AP_gap", "AR_gap"):
-                samples = out["conditions"][a][name]["samples"] - out["conditions"][b][name]["samples"]
-                d[name] = {"value": out["conditions"][a][name]["value"] - out["conditions"][b][name]["value"],
-                           "ci": percentile_ci(samples, level), "p_greater": float(np.mean(samples > 0))}
+                diff = samples[(a, name)] - samples[(b, name)]
+                point = out["conditions"][a][name]["value"] - out["conditions"][b][name]["value"]
+                greater = float(np.mean(diff > 0))
+                d[name] = {"value": point, "ci": percentile_ci(diff, level), "p_greater": greater,
+                           "p_two_sided": min(1.0, 2 * min(greater, 1 - greater))}
             out["differences"][f"{a} - {b}"] = d
-    for entry in out["conditions"].values():
-        for v in entry.values():
-            v.pop("samples", None)
+    return out
+
+
+def holm(p_values: dict) -> dict:
+    """Holm-Bonferroni adjusted p-values (family-wise error) for a dict name -> p."""
+    items = sorted(p_values.items(), key=lambda kv: kv[1])
+    m, running, out = len(items), 0.0, {}
+    for i, (name, p) in enumerate(items):
+        running = max(running, min(1.0, (m - i) * p))
+        out[name] = running
     return out

@@ -22,7 +22,8 @@ from faap.data.transforms import build_transforms
 from faap.detector import load_detector
 from faap.engine import current_eps, train_one_epoch
 from faap.errors import UserError
-from faap.evaluate import Evaluator, clean_baseline, nan_to_none, summarize, write_detections
+from faap.evaluate import (Evaluator, clean_baseline, clean_detections_path, nan_to_none, summarize,
+                           write_detections)
 from faap.generator import PerturbationGenerator
 from faap.schedules import beta_at
 from faap.variants import get_variant
@@ -227,6 +228,8 @@ class Run:
             "baseline": {"val": summarize(val_base), "test": summarize(test_base)},
             "dataset_fingerprint": self.fingerprint, "detector_id": self.detector.detector_id,
             "code_commit": self.resolved["code_commit"], "run_dir": os.path.abspath(self.out_dir),
+            "clean_detections": {"val": clean_detections_path(self.val, self.fingerprint, "val"),
+                                 "test": clean_detections_path(test, self.fingerprint, "test")},
             "final_eval_seconds": time.time() - t0,  # test, plus val detections of the selected epoch
         }
         self._write_json("summary.json", summary)

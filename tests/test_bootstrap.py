@@ -63,10 +63,28 @@ def test_paired_bootstrap_of_identical_conditions_is_zero():
     male_gt, male_dets = _random_case(5, 30)
     fem_gt, fem_dets = _random_case(6, 30)
     m, f = match_table(male_gt, male_dets), match_table(fem_gt, fem_dets)
-    out = bootstrap_gap({"clean": m, "same": m}, {"clean": f, "same": f}, replicates=200)
+    out = bootstrap_gap({"clean": [m], "same": [m]}, {"clean": [f], "same": [f]}, replicates=200)
     diff = out["differences"]["same - clean"]["AP_gap"]
     assert diff["value"] == 0 and diff["ci"] == (0.0, 0.0)
     gap = out["conditions"]["clean"]["AP_gap"]
     assert gap["ci"][0] <= gap["value"] <= gap["ci"][1]
     assert gap["value"] == pytest.approx(coco_stats(male_gt, male_dets)[STAT_NAMES[0]]
                                          - coco_stats(fem_gt, fem_dets)[STAT_NAMES[0]], abs=1e-12)
+
+
+def test_holm():
+    from analysis.bootstrap import holm
+
+    adj = holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adj == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+
+
+def test_seed_statistics():
+    from analysis.seeds import probability_of_improvement, seed_stats
+
+    s = seed_stats([0.1, 0.2, 0.3, 0.4])
+    assert s["mean"] == pytest.approx(0.25) and s["iqm"] == pytest.approx(0.25)
+    assert s["ci"][0] < 0.25 < s["ci"][1]
+    assert np.isnan(seed_stats([0.3])["ci"][0])
+    # A = {0.1, 0.2} vs B = {0.15, 0.3}, lower is better: pairs won 1, 1, 0, 1 -> 3/4.
+    assert probability_of_improvement([0.1, 0.2], [0.15, 0.3]) == pytest.approx(0.75)

@@ -1,0 +1,102 @@
+"""Load a finished (or running) study into tidy pandas frames and per-condition run lists.
+
+A *condition* is what a report compares: ``clean`` (the unperturbed detector), each baseline
+variant (``adversarial``: the 7th with its defaults) and each trial of the study
+(``trial N``), each with one run folder per seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+from optuna.trial import TrialState
+
+from ablations.study import baseline_studies, load
+
+
+@dataclass
+class Condition:
+    name: str
+    kind: str
+    """'clean', 'baseline' or 'trial'."""
+    runs: list[str] = field(default_factory=list)
+    """Run folders (one per seed) that finished (summary.json written)."""
+    params: dict = field(default_factory=dict)
+    value: float | None = None
+    state: str = "COMPLETE"
+
+
+@dataclass
+class StudyData:
+    name: str
+    storage: str | None
+    spec: object
+    study: object
+    clean: dict
+    conditions: dict[str, Condition]
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+
+    def run_summary(self, run_dir: str) -> dict:
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            return json.load(f)
+
+
+def _seed_runs(trial) -> list[str]:
+    runs = []
+    for key, attr in sorted(trial.user_attrs.items()):
+        if re.fullmatch(r"seed_\d+", key) and os.path.isfile(os.path.join(attr["run_dir"], "summary.json")):
+            runs.append(attr["run_dir"])
+    return runs
+
+
+def _epoch_rows(run_dir: str, condition: str, trial: int | None) -> list[dict]:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    seed = int(re.search(r"seed(\d+)$", run_dir.rstrip("/")).group(1))
+    rows = []
+    with open(path) as f:
+        for line in f:
+            rec = json.loads(line)
+            for metric, value in rec.items():
+                if isinstance(value, (int, float)) and metric != "epoch":
+                    rows.append({"condition": condition, "trial": trial, "seed": seed, "run": run_dir,
+                                 "epoch": rec["epoch"], "split": "val", "metric": metric, "value": value})
+    return rows
+
+
+def load_study_data(name: str, url: str | None) -> StudyData:
+    study = load(name, url)
+    spec = study.spec
+    conditions = {"clean": Condition("clean", "clean")}
+    trial_rows, epoch_rows = [], []
+    for bs in baseline_studies(study, url):
+        variant = bs.user_attrs["variant"]
+        done = [t for t in bs.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        if done:
+            conditions[variant] = Condition(variant, "baseline", _seed_runs(done[-1]), {}, done[-1].values[0])
+            for r in conditions[variant].runs:
+                epoch_rows += _epoch_rows(r, variant, None)
+    for t in study.get_trials(deepcopy=False):
+        row = {"trial": t.number, "state": t.state.name, **{f"param_{k}": v for k, v in t.params.items()}}
+        for i, o in enumerate(spec.objectives):
+            row[o["metric"]] = t.values[i] if t.values else (t.value if t.state == TrialState.PRUNED else None)
+        for key, attr in t.user_attrs.items():
+            if re.fullmatch(r"seed_\d+", key):
+                row[f"{o['metric']}_{key}"] = attr["values"][0]
+        trial_rows.append(row)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            cname = f"trial {t.number}"
+            runs = _seed_runs(t)
+            if t.state == TrialState.COMPLETE:
+                conditions[cname] = Condition(cname, "trial", runs, dict(t.params), t.values[0], t.state.name)
+            trial_dir = t.user_attrs.get("trial_dir", "")
+            for seed in spec.seeds:
+                epoch_rows += _epoch_rows(os.path.join(trial_dir, f"seed{seed}"), cname, t.number)
+    return StudyData(name, url, spec, study, study.user_attrs.get("clean_baseline", {}), conditions,
+                     pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows))
