@@ -14,7 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from ablations.spec import StudySpec, load_spec, parse_spec
-from ablations.storage import RUNS_ROOT, default_storage_url, study_lock
+from ablations.storage import default_storage_url, runs_root, study_lock
 from ablations.study import baseline_studies, create_or_load, load
 from faap.errors import UserError
 
@@ -26,8 +26,8 @@ def resolve_data(spec: StudySpec) -> StudySpec:
     from faap.data.coco import fingerprint
 
     if spec.data == SYNTHETIC:
-        root = os.path.abspath(os.path.join(RUNS_ROOT, "data", "synthetic"))
-        with study_lock(os.path.join(RUNS_ROOT, "data", "lock"), "synthetic"):
+        root = os.path.abspath(os.path.join(runs_root(), "data", "synthetic"))
+        with study_lock(os.path.join(runs_root(), "data", "lock"), "synthetic"):
             if not os.path.isfile(os.path.join(root, "men_split", "gender_men_test.json")):
                 from faap.data.synth import generate
 

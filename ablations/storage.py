@@ -18,11 +18,13 @@ import os
 
 from faap.errors import UserError
 
-RUNS_ROOT = os.environ.get("FAAP_RUNS", "runs")
+def runs_root() -> str:
+    """The project's runs folder: ``$FAAP_RUNS``, default ``runs`` in the working directory."""
+    return os.environ.get("FAAP_RUNS", "runs")
 
 
 def default_storage_url() -> str:
-    return os.path.join(RUNS_ROOT, "studies", "journal.log")
+    return os.path.join(runs_root(), "studies", "journal.log")
 
 
 def is_rdb(url: str) -> bool:
@@ -49,7 +51,7 @@ def open_storage(url: str | None, create: bool = True):
 def runs_dir_for(url: str | None, study: str) -> str:
     """Run folders of a study: beside the journal, or under ``runs/studies`` for an RDB."""
     url = url or default_storage_url()
-    root = os.path.dirname(os.path.abspath(url)) if not is_rdb(url) else os.path.abspath(os.path.join(RUNS_ROOT, "studies"))
+    root = os.path.dirname(os.path.abspath(url)) if not is_rdb(url) else os.path.abspath(os.path.join(runs_root(), "studies"))
     return os.path.join(root, study)
 
 

@@ -63,6 +63,20 @@ def _bench(args) -> None:
     bench_main(args)
 
 
+def _report(args) -> None:
+    if args.legacy:
+        from reports.legacy import build as build_legacy
+
+        build_legacy(args.legacy, args.out)
+    elif args.study:
+        from reports.build import build
+
+        build(args.study, args.storage, args.out, replicates=args.replicates)
+    else:
+        raise UserError("give a study name, or --legacy PATH")
+    print(f"report written to {os.path.join(args.out, 'report.md')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faap", description="Fairness perturbations for frozen DETR-family detectors.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -124,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     from ablations.cli import add_parser as add_sweep
 
     add_sweep(sub)
+
+    r = sub.add_parser("report", help="markdown failure report of a study (or of legacy result folders)")
+    r.add_argument("study", nargs="?", help="study name")
+    r.add_argument("--storage", help="journal file path or RDB URL (default: runs/studies/journal.log)")
+    r.add_argument("--legacy", help="an original codebase's faap_outputs folder instead of a study")
+    r.add_argument("--out", required=True, help="report folder (report.md, figures/)")
+    r.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates")
+    r.set_defaults(func=_report)
 
     return p
 
