@@ -17,6 +17,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/faap sweep run sweeps/demo.yaml --workers 2
+	$(BIN)/faap report demo --out runs/reports/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
