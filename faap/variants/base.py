@@ -7,6 +7,8 @@ a variant adds what makes it different and says how every term is weighted
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass, field
 
 import torch
@@ -38,7 +40,7 @@ class StepState:
         return slice(self.n_female, None)
 
 
-class Variant(nn.Module):
+class Variant(nn.Module, abc.ABC):
     """Base class; subclasses set ``name`` and ``Config`` and implement :meth:`loss_terms`."""
 
     name = ""
@@ -64,8 +66,9 @@ class Variant(nn.Module):
         """Update adversaries on detached features; return logged values."""
         return {}
 
+    @abc.abstractmethod
     def loss_terms(self, state: StepState) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The variant's own named loss terms (unweighted) for G's step."""
 
     def weight_dict(self, epoch: int) -> dict[str, float]:
         """Weights of every term in G's loss: ``det`` and ``wass`` plus the variant's own."""
