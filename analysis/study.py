@@ -54,6 +54,25 @@ def _seed_runs(trial) -> list[str]:
     return runs
 
 
+GROUP_SUFFIXES = (("_female", "female"), ("_male", "male"), ("_f", "female"), ("_m", "male"))
+
+
+def split_group(metric: str) -> tuple[str, str | None]:
+    """``AP_female`` -> (``AP``, ``female``); ``obj_score_m`` -> (``obj_score``, ``male``); else no group."""
+    if metric.startswith("baseline_"):
+        return metric, None
+    for suffix, group in GROUP_SUFFIXES:
+        if metric.endswith(suffix):
+            return metric[: -len(suffix)], group
+    return metric, None
+
+
+def tidy(epochs: pd.DataFrame) -> pd.DataFrame:
+    """The epochs frame with a ``group`` column: one row per run, seed, epoch, split, condition, group, metric."""
+    parts = epochs["metric"].map(split_group)
+    return epochs.assign(metric=parts.map(lambda p: p[0]), group=parts.map(lambda p: p[1]))
+
+
 def _epoch_rows(run_dir: str, condition: str, trial: int | None) -> list[dict]:
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):

@@ -219,3 +219,23 @@ def prepare_storage(url):
     from ablations.storage import open_storage
 
     return open_storage(url, create=False)
+
+
+def test_wandb_loader_reads_offline_runs(tiny_data, tmp_path):
+    """analysis.wandb_runs turns offline W&B runs into the tidy frame (same values as metrics.jsonl)."""
+    from faap.tracking import WandbTracker
+    from faap.trainer import Run
+    from faap.variants import make_config
+    from conftest import tiny_values
+    from analysis.wandb_runs import load_offline
+
+    out = tmp_path / "run"
+    tracker = WandbTracker("offline", group="g", job_type="infonce", name="t000-s42")
+    Run(make_config("infonce", tiny_values(tiny_data)), str(out), progress=False).fit(callbacks=[tracker])
+    tracker.close()
+    frame = load_offline(str(out))
+    with open(out / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    gap = frame[(frame.metric == "AP") & (frame.group == "female")].sort_values("epoch")
+    assert gap["value"].tolist() == pytest.approx([r["AP_female"] for r in records])
+    assert set(frame.columns) >= {"run", "seed", "epoch", "split", "condition", "group", "metric", "value"}
