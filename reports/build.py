@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from analysis.study import load_study_data
 from faap.data.coco import load_split
 from faap.evaluate import read_detections
 from reports import figures
+from reports.examples import example_grid
 
 SIZE_STATS = {"small": "AP@[0.50:0.95]_small_100", "medium": "AP@[0.50:0.95]_medium_100",
               "large": "AP@[0.50:0.95]_large_100"}
@@ -145,9 +147,20 @@ def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_im
     done = data.trials[data.trials["state"] == "COMPLETE"]
     lines += ["## Hyperparameter effects", "",
               f"![objective vs parameters]({figures.param_effects(done, params, metric, seed_cols, out_dir)})", ""]
-    if len(params) > 1 and len(done) >= 4:
-        import optuna
+    import optuna
 
+    with warnings.catch_warnings():  # optuna's matplotlib plots are marked experimental
+        warnings.simplefilter("ignore")
+        if len(params) > 1 and len(done) >= 2:
+            ax = optuna.visualization.matplotlib.plot_parallel_coordinate(data.study, params=params)
+            lines += [f"![parallel coordinates]({figures.save_axes(ax, out_dir, 'parallel.png')})", ""]
+        if len(spec.objectives) > 1 and len(done) >= 2:
+            ax = optuna.visualization.matplotlib.plot_pareto_front(data.study)
+            front = sorted(t.number for t in data.study.best_trials)
+            report["pareto_front"] = front
+            lines += [f"Pareto front ({' vs '.join(o['metric'] for o in spec.objectives)}, val): trials {front}.", "",
+                      f"![Pareto front]({figures.save_axes(ax, out_dir, 'pareto.png')})", ""]
+    if len(params) > 1 and len(done) >= 4:
         for label, evaluator in (("fANOVA", optuna.importance.FanovaImportanceEvaluator(seed=0)),
                                  ("PED-ANOVA", optuna.importance.PedAnovaImportanceEvaluator())):
             imp = optuna.importance.get_param_importances(data.study, evaluator=evaluator)
@@ -198,6 +211,11 @@ def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_im
                         for g in ("female", "male") for s, k in SIZE_STATS.items()}
     report["ap_by_size"] = sizes
     lines += ["", f"![AP by object size]({figures.bars(sizes, 'test AP (first seed run)', out_dir, 'ap_by_size.png')})", ""]
+    shown = {c: data.conditions[c].runs[0] for c in (ref, best.name) if c != "clean"}
+    grid = example_grid(shown, os.path.join(out_dir, "figures", "examples.png"))
+    lines += [f"Validation examples per group (green: ground truth; red: detections with score >= 0.5; perturbation "
+              f"shown from -eps (black) to +eps (white)), first seed run of each condition:", "",
+              f"![examples]({os.path.relpath(grid, out_dir)})", ""]
     # ---- reproduce -------------------------------------------------------------------------------------
     summary = data.run_summary(best.runs[0])
     source = data.study.user_attrs.get("spec_source") or "SPEC"

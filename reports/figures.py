@@ -90,3 +90,9 @@ def bars(groups: dict[str, dict[str, float]], ylabel: str, out_dir: str, name: s
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, out_dir, name)
+
+
+def save_axes(ax, out_dir: str, name: str) -> str:
+    """Save the figure of a matplotlib Axes (or array of Axes) made elsewhere (e.g. by optuna)."""
+    fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+    return _save(fig, out_dir, name)

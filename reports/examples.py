@@ -1,0 +1,92 @@
+"""A grid of example validation images per group: clean | perturbed | perturbation, with detections drawn."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from PIL import Image, ImageDraw
+
+from faap import checkpoint as ckpt
+from faap.data.coco import load_split
+from faap.data.loader import GenderDetection, collate
+from faap.data.transforms import build_transforms, denormalize
+from faap.detector import load_detector
+from faap.generator import PerturbationGenerator, perturb
+
+SCORE = 0.5
+"""Detections drawn: score above this."""
+
+
+def _to_image(x: torch.Tensor) -> Image.Image:
+    return Image.fromarray((x.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype("uint8"))
+
+
+def _draw(img: Image.Image, dets: list[dict], gt: list[dict], scale: float) -> Image.Image:
+    d = ImageDraw.Draw(img)
+    for a in gt:
+        x, y, w, h = (v * scale for v in a["bbox"])
+        d.rectangle([x, y, x + w, y + h], outline=(0, 200, 0))
+    for det in dets:
+        if det["score"] >= SCORE:
+            x, y, w, h = (v * scale for v in det["bbox"])
+            d.rectangle([x, y, x + w, y + h], outline=(255, 40, 40))
+    return img
+
+
+@torch.no_grad()
+def example_grid(runs: dict[str, str], out_path: str, per_group: int = 2, device: str = "cpu") -> str:
+    """``runs``: condition name -> run folder (its selected checkpoint is used). Rows: group x image x condition."""
+    from faap.reeval import run_config
+
+    first = next(iter(runs.values()))
+    cfg, _ = run_config(first)
+    groups = load_split(cfg.data, "val")
+    cats = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
+    detector = load_detector(cfg.detector, device, cats or None)
+    tf = build_transforms(False, cfg.train_scales, cfg.max_size, cfg.eval_size)
+    gens = {}
+    for name, run in runs.items():
+        state = ckpt.load(run, _selected(run), map_location=device)
+        g = PerturbationGenerator()
+        g.load_state_dict(state["generator"])
+        gens[name] = (g.eval(), state["eps"])
+    rows = []
+    for group in ("female", "male"):
+        gs = groups[group]
+        ds = GenderDetection({group: gs}, tf, detector.category_to_label)
+        for i in range(min(per_group, len(ds))):
+            batch = collate([ds[i]])
+            x, mask, target = batch["pixel_values"], batch["pixel_mask"], batch["targets"]
+            gt = gs.anns_by_image[target[0]["image_id"]]
+            scale = x.shape[-1] / target[0]["orig_size"][1]
+            row = [_draw(_to_image(denormalize(x)[0]), detector.detections(detector(x, mask), target), gt, scale)]
+            for name, (gen, eps) in gens.items():
+                x_adv, delta = perturb(gen, x, mask, eps)
+                row.append(_draw(_to_image(denormalize(x_adv)[0]), detector.detections(detector(x_adv, mask), target),
+                                 gt, scale))
+                row.append(_to_image((delta[0] / eps * 0.5 + 0.5)))
+            rows.append((f"{group} {i}", row))
+    w, h = rows[0][1][0].size
+    labels = ["clean"] + [f"{n}{suffix}" for n in gens for suffix in ("", " perturbation")]
+    sheet = Image.new("RGB", (w * len(labels), (h + 14) * len(rows) + 14), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, label in enumerate(labels):
+        draw.text((j * w + 2, 1), label[:22], fill="black")
+    for i, (label, row) in enumerate(rows):
+        draw.text((2, 14 + i * (h + 14)), label, fill="black")
+        for j, img in enumerate(row):
+            sheet.paste(img, (j * w, 28 + i * (h + 14)))
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    sheet.save(out_path)
+    return out_path
+
+
+def _selected(run: str) -> int | None:
+    import json
+
+    path = os.path.join(run, "summary.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)["selected_epoch"]
+    return None
