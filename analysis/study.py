@@ -90,8 +90,10 @@ def _epoch_rows(run_dir: str, condition: str, trial: int | None) -> list[dict]:
 
 
 def load_study_data(name: str, url: str | None) -> StudyData:
+    from ablations.runner import resolve_data
+
     study = load(name, url)
-    spec = study.spec
+    spec = resolve_data(study.spec)  # 'synthetic' -> the built-in benchmark's folder
     conditions = {"clean": Condition("clean", "clean")}
     trial_rows, epoch_rows = [], []
     for bs in baseline_studies(study, url):
