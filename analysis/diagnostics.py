@@ -151,8 +151,11 @@ def h3_verdict(d: dict) -> tuple[str, str]:
         rise = h["uniformity_after"] - h["uniformity_before"]
         text += (f"; projection uniformity {h['uniformity_before']:.3f} -> {h['uniformity_after']:.3f}, cross-group "
                  f"alignment {h['alignment_before']:.3f} -> {h['alignment_after']:.3f}")
-    if drop > H3_RANK_DROP or (rise is not None and rise > H3_UNIFORMITY_RISE):
-        return "supported", text
+    if drop > H3_RANK_DROP:
+        return "supported", text + " - the detector's features lose dimensions"
+    if rise is not None and rise > H3_UNIFORMITY_RISE:
+        where = " (in the projections only: the detector's features keep their rank)" if abs(drop) < H3_RANK_STABLE else ""
+        return "supported", text + f" - the projections crowd together{where}"
     if abs(drop) < H3_RANK_STABLE and (rise is None or rise < H3_UNIFORMITY_RISE / 2):
         return "not supported", text
     return "inconclusive", text

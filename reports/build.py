@@ -28,7 +28,10 @@ SIZE_STATS = {"small": "AP@[0.50:0.95]_small_100", "medium": "AP@[0.50:0.95]_med
 
 
 def _fmt(v, digits=3):
-    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:+.{digits}f}"
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "n/a"
+    text = f"{v:+.{digits}f}"
+    return text.replace("-", "+") if float(text) == 0 else text  # no "-0.000"
 
 
 def _ci(entry, digits=3):
