@@ -40,6 +40,8 @@ class StudyData:
     conditions: dict[str, Condition]
     trials: pd.DataFrame
     epochs: pd.DataFrame
+    intermediate: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Values reported to the pruner: trial, step (seed index x epochs + epoch), value."""
 
     def run_summary(self, run_dir: str) -> dict:
         with open(os.path.join(run_dir, "summary.json")) as f:
@@ -95,7 +97,7 @@ def load_study_data(name: str, url: str | None) -> StudyData:
     study = load(name, url)
     spec = resolve_data(study.spec)  # 'synthetic' -> the built-in benchmark's folder
     conditions = {"clean": Condition("clean", "clean")}
-    trial_rows, epoch_rows = [], []
+    trial_rows, epoch_rows, inter_rows = [], [], []
     for bs in baseline_studies(study, url):
         variant = bs.user_attrs["variant"]
         done = [t for t in bs.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
@@ -104,7 +106,9 @@ def load_study_data(name: str, url: str | None) -> StudyData:
             for r in conditions[variant].runs:
                 epoch_rows += _epoch_rows(r, variant, None)
     for t in study.get_trials(deepcopy=False):
-        row = {"trial": t.number, "state": t.state.name, **{f"param_{k}": v for k, v in t.params.items()}}
+        row = {"trial": t.number, "state": t.state.name, **{f"param_{k}": v for k, v in t.params.items()},
+               "user_attrs": dict(t.user_attrs)}
+        inter_rows += [{"trial": t.number, "step": step, "value": v} for step, v in t.intermediate_values.items()]
         for i, o in enumerate(spec.objectives):
             row[o["metric"]] = t.values[i] if t.values else (t.value if t.state == TrialState.PRUNED else None)
         for key, attr in t.user_attrs.items():
@@ -120,4 +124,4 @@ def load_study_data(name: str, url: str | None) -> StudyData:
             for seed in spec.seeds:
                 epoch_rows += _epoch_rows(os.path.join(trial_dir, f"seed{seed}"), cname, t.number)
     return StudyData(name, url, spec, study, study.user_attrs.get("clean_baseline", {}), conditions,
-                     pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows))
+                     pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows), pd.DataFrame(inter_rows))

@@ -50,6 +50,11 @@ def test_study_report_numbers_equal_stored(small_study):
     from analysis.study import load_study_data
 
     data = load_study_data(name, url)
+    # Intermediate values: step = seed index x epochs + epoch, the val AP gap of that epoch.
+    first = data.intermediate[data.intermediate.trial == 0].sort_values("step")
+    assert first["step"].tolist() == [0, 1, 2, 3]
+    run42 = data.epochs[(data.epochs.trial == 0) & (data.epochs.seed == 42) & (data.epochs.metric == "AP_gap")]
+    assert first["value"].tolist()[:2] == run42.sort_values("epoch")["value"].tolist()
     clean = data.study.user_attrs["clean_baseline"]
     for split in ("val", "test"):
         conds = rep["splits"][split]["conditions"]
@@ -96,3 +101,33 @@ def test_legacy_report_numbers_equal_files(tmp_path):
     assert any("different clean baselines on test" in w and "0.0977" in w and "0.1063" in w for w in rep["warnings"])
     assert sum("no baseline of its own" in w for w in rep["warnings"]) == 2
     _assert_pngs(out, text)
+
+
+def test_two_objective_study_report(tiny_data, tmp_path):
+    """NSGA-II over two parameters: Pareto front and parallel coordinates; no 7th baseline (clean reference)."""
+    import yaml
+
+    from analysis.study import load_study_data
+    from reports.build import build
+
+    url = str(tmp_path / "studies" / "journal.log")
+    spec = tmp_path / "pareto.yaml"
+    spec.write_text(yaml.safe_dump({
+        "study": "pareto", "variant": "infonce", "data": tiny_data, "detector": "demo",
+        "fixed": {"train_scales": [128], "max_size": 128, "eval_size": 128, "random_crop": False, "batch_size": 4,
+                  "epoch_samples": 8, "epochs": 1, "device": "cpu"},
+        "search_space": {"temperature": {"type": "float", "low": 0.05, "high": 0.5, "log": True},
+                         "lambda_wass": {"type": "float", "low": 0.0, "high": 1.0}},
+        "sampler": "nsga2", "objectives": [{"metric": "AP_gap"}, {"metric": "AP_mean"}], "n_trials": 3,
+        "seeds": [42], "baselines": ["clean"]}))
+    study, name = prepare(str(spec), url)
+    work(name, url, "off", heartbeat_interval=5, log=lambda m: None)
+    rep = build(name, url, str(tmp_path / "report"), replicates=100, n_images=8)
+    text = open(tmp_path / "report" / "report.md").read()
+    assert "Pareto front (AP_gap vs AP_mean, val)" in text and rep["pareto_front"]
+    assert "figures/parallel.png" in text
+    assert "vs clean" in text  # no 7th baseline in this study: the verdict compares with the clean detector
+    data = load_study_data(name, url)
+    assert len(data.intermediate) == 0  # multi-objective studies are not pruned, nothing reported
+    assert set(data.trials["state"]) == {"COMPLETE"}
+    _assert_pngs(str(tmp_path / "report"), text)
