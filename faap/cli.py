@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from faap.errors import UserError
@@ -151,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # A process started in the background by a non-interactive shell inherits SIGINT as ignored;
+    # Ctrl-C / SIGINT must still stop a run cleanly (and re-queue a sweep's running trial).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
