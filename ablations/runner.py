@@ -16,7 +16,6 @@ from optuna.trial import TrialState
 from ablations.spec import StudySpec, load_spec, parse_spec
 from ablations.storage import default_storage_url, runs_root, study_lock
 from ablations.study import baseline_studies, create_or_load, load
-from faap.errors import UserError
 
 SYNTHETIC = "synthetic"
 

@@ -23,12 +23,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from faap import checkpoint as ckpt
 from faap.augment import color_augment
-from faap.data.coco import load_split
 from faap.data.loader import GenderDetection, collate
 from faap.data.transforms import build_transforms
-from faap.detector import load_detector
 from faap.generator import PerturbationGenerator, perturb
 from faap.variants import get_variant
 
@@ -73,13 +70,9 @@ def alignment(z_f: torch.Tensor, z_m: torch.Tensor) -> float:
 
 @torch.no_grad()
 def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 64, device: str = "cpu") -> dict:
-    from faap.reeval import run_config
+    from faap.reeval import open_run
 
-    cfg, _ = run_config(run_dir)
-    state = ckpt.load(run_dir, epoch, map_location=device)
-    groups = load_split(cfg.data, "val")
-    cats = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
-    detector = load_detector(cfg.detector, device, cats or None)
+    cfg, state, groups, detector = open_run(run_dir, epoch, "val", device)
     tf = build_transforms(False, cfg.train_scales, cfg.max_size, cfg.eval_size)
     batches = {}
     for name, gs in groups.items():

@@ -25,25 +25,30 @@ def run_config(run_dir: str):
     return make_config(recorded["variant"], {k: v for k, v in recorded.items() if k in field_names(cls) and k != "variant"}), recorded
 
 
+def open_run(run_dir: str, epoch: int | None = None, split: str = "val", device="cpu"):
+    """(config, checkpoint state, the split's groups, the frozen detector) of a saved run."""
+    cfg, recorded = run_config(run_dir)
+    state = ckpt.load(run_dir, epoch, map_location=device)
+    if fingerprint(cfg.data) != recorded.get("dataset_fingerprint"):
+        raise UserError(f"dataset {cfg.data} changed since the run (fingerprint differs)")
+    groups = load_split(cfg.data, split)
+    categories = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
+    return cfg, state, groups, load_detector(cfg.detector, device, categories or None)
+
+
 def reevaluate(run_dir: str, epoch: int | None = None, split: str = "val", device: str = "auto",
                max_images: int | None = None) -> dict:
     """Metrics of the checkpoint of ``epoch`` (default: the selected one, else the last) on ``split``.
 
     Evaluation uses the eps recorded in that checkpoint, never a hand-set value.
     """
-    cfg, recorded = run_config(run_dir)
     if epoch is None:
         summary = os.path.join(run_dir, "summary.json")
         if os.path.isfile(summary):
             with open(summary) as f:
                 epoch = json.load(f)["selected_epoch"]
     dev = resolve_device(device)
-    state = ckpt.load(run_dir, epoch, map_location=dev)
-    if fingerprint(cfg.data) != recorded.get("dataset_fingerprint"):
-        raise UserError(f"dataset {cfg.data} changed since the run (fingerprint differs)")
-    groups = load_split(cfg.data, split)
-    categories = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
-    detector = load_detector(cfg.detector, dev, categories or None)
+    cfg, state, groups, detector = open_run(run_dir, epoch, split, dev)
     generator = PerturbationGenerator(channels_last=cfg.channels_last).to(dev)
     if cfg.channels_last:
         generator = generator.to(memory_format=torch.channels_last)

@@ -216,8 +216,8 @@ def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_im
     lines += ["", f"![AP by object size]({figures.bars(sizes, 'test AP (first seed run)', out_dir, 'ap_by_size.png')})", ""]
     shown = {c: data.conditions[c].runs[0] for c in (ref, best.name) if c != "clean"}
     grid = example_grid(shown, os.path.join(out_dir, "figures", "examples.png"))
-    lines += [f"Validation examples per group (green: ground truth; red: detections with score >= 0.5; perturbation "
-              f"shown from -eps (black) to +eps (white)), first seed run of each condition:", "",
+    lines += ["Validation examples per group (green: ground truth; red: detections with score >= 0.5; perturbation "
+              "shown from -eps (black) to +eps (white)), first seed run of each condition:", "",
               f"![examples]({os.path.relpath(grid, out_dir)})", ""]
     # ---- reproduce -------------------------------------------------------------------------------------
     summary = data.run_summary(best.runs[0])

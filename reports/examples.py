@@ -8,10 +8,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from faap import checkpoint as ckpt
-from faap.data.coco import load_split
 from faap.data.loader import GenderDetection, collate
 from faap.data.transforms import build_transforms, denormalize
-from faap.detector import load_detector
 from faap.generator import PerturbationGenerator, perturb
 
 SCORE = 0.5
@@ -37,13 +35,9 @@ def _draw(img: Image.Image, dets: list[dict], gt: list[dict], scale: float) -> I
 @torch.no_grad()
 def example_grid(runs: dict[str, str], out_path: str, per_group: int = 2, device: str = "cpu") -> str:
     """``runs``: condition name -> run folder (its selected checkpoint is used). Rows: group x image x condition."""
-    from faap.reeval import run_config
+    from faap.reeval import open_run
 
-    first = next(iter(runs.values()))
-    cfg, _ = run_config(first)
-    groups = load_split(cfg.data, "val")
-    cats = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
-    detector = load_detector(cfg.detector, device, cats or None)
+    cfg, _, groups, detector = open_run(next(iter(runs.values())), None, "val", device)
     tf = build_transforms(False, cfg.train_scales, cfg.max_size, cfg.eval_size)
     gens = {}
     for name, run in runs.items():
