@@ -1,8 +1,7 @@
 """``faap sweep cost STUDY``: where a finished study's time went, measured from its own records.
 
 Per trial (baselines included): wall time (ask to tell), time in the training loops, in
-per-epoch validation, in the final evaluation of each seed (test once, and the selected epoch's
-validation detections), and the rest: the runner's
+per-epoch validation, in the one test evaluation of each seed, and the rest: the runner's
 overhead (model and data loading, checkpoints, Optuna storage, W&B); plus the epochs
 trained against the epochs the trial would have trained without pruning.
 """

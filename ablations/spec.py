@@ -124,6 +124,8 @@ def _param(source: str, name: str, raw, variant: str) -> Param:
             _fail(source, f"parameter '{name}': needs numeric low < high (got low={low}, high={high})")
         if raw.get("log") and low <= 0:
             _fail(source, f"parameter '{name}': a log range needs low > 0 (got {low})")
+        if raw.get("log") and raw.get("step") is not None:
+            _fail(source, f"parameter '{name}': Optuna cannot combine log with step")
         if t == "int" and not (float(low).is_integer() and float(high).is_integer()):
             _fail(source, f"parameter '{name}': int range needs integer bounds")
         p = Param(name, t, low, high, bool(raw.get("log", False)), raw.get("step"))

@@ -172,7 +172,8 @@ class Run:
                 dist.assert_in_sync([p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]])
             train_seconds = time.time() - t0
             if self.rank == 0:
-                result = self.val.run(self.generator, eps)
+                val_dets = {}
+                result = self.val.run(self.generator, eps, detections=val_dets)
                 self._write_json(f"eval/val_epoch_{epoch:04d}.json", self.eval_record("val", epoch, eps, result, val_base))
                 record = {"epoch": epoch, "split": "val", "eps": eps,
                           "beta": beta_at(epoch, cfg.beta_start, cfg.beta_final, cfg.epochs),
@@ -181,6 +182,8 @@ class Run:
                 with open(self._path("metrics.jsonl"), "a") as f:
                     f.write(json.dumps(nan_to_none(record)) + "\n")
                 history.append(record)
+                if self.select(history)["epoch"] == epoch:  # the best so far: keep its detections for bootstraps
+                    write_detections(self._path("eval", "val_detections.json.gz"), val_dets, self.val.image_ids)
                 # The checkpoint is the commit point of an epoch: a run killed before it redoes the epoch.
                 ckpt.save(self.out_dir, epoch, eps, self.generator, self.variant, self.optimizers, self.resolved)
                 if cfg.keep_checkpoints == "last":
@@ -216,9 +219,6 @@ class Run:
         dets = {}
         result = test.run(self.generator, state["eps"], detections=dets)
         write_detections(self._path("eval", "test_detections.json.gz"), dets, test.image_ids)
-        dets = {}  # the selected epoch's validation detections, for paired bootstraps on val
-        self.val.run(self.generator, state["eps"], detections=dets)
-        write_detections(self._path("eval", "val_detections.json.gz"), dets, self.val.image_ids)
         self._write_json(f"eval/test_epoch_{epoch:04d}.json", self.eval_record("test", epoch, state["eps"], result, test_base))
         val_base = clean_baseline(self.val, self.fingerprint, "val")
         summary = {
@@ -230,7 +230,7 @@ class Run:
             "code_commit": self.resolved["code_commit"], "run_dir": os.path.abspath(self.out_dir),
             "clean_detections": {"val": clean_detections_path(self.val, self.fingerprint, "val"),
                                  "test": clean_detections_path(test, self.fingerprint, "test")},
-            "final_eval_seconds": time.time() - t0,  # test, plus val detections of the selected epoch
+            "final_eval_seconds": time.time() - t0,  # the one test evaluation
         }
         self._write_json("summary.json", summary)
         if self.progress:
