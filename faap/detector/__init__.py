@@ -32,8 +32,9 @@ def _from_pretrained(path_or_id: str):
         raise UserError(f"cannot load detector '{path_or_id}': {first}") from None
 
 
-def load_detector(spec: str, device: str | torch.device = "cpu", category_names: dict[int, str] | None = None):
-    """A :class:`FrozenDetector` on ``device``."""
+def load_detector(spec: str, device: str | torch.device = "cpu", category_names: dict[int, str] | None = None,
+                  aux_loss: bool = True):
+    """A :class:`FrozenDetector` on ``device`` (``aux_loss``: its set loss sums every decoder layer)."""
     if spec == "demo":
         if not os.path.isfile(os.path.join(DEMO_DIR, "model.safetensors")):
             raise UserError(f"the bundled demo detector is missing from {DEMO_DIR} (run 'faap detector train-demo')")
@@ -52,4 +53,4 @@ def load_detector(spec: str, device: str | torch.device = "cpu", category_names:
         raise UserError(f"detector not found: {spec} (give 'demo', a model folder, a hub id or a DETR .pth file)")
     if not hasattr(model.config, "num_queries"):
         raise UserError(f"detector '{spec}' is a {model.config.model_type} model, not a DETR-family detector")
-    return FrozenDetector(model, spec, category_names).to(device)
+    return FrozenDetector(model, spec, category_names, aux_loss).to(device)

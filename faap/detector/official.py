@@ -93,8 +93,7 @@ def config_from_state_dict(sd: dict, dilation: bool):
         decoder_layers=count(r"transformer\.decoder\.layers\.(\d+)\."),
         encoder_ffn_dim=sd["transformer.encoder.layers.0.linear1.weight"].shape[0],
         decoder_ffn_dim=sd["transformer.decoder.layers.0.linear1.weight"].shape[0],
-        num_labels=num_classes, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-        auxiliary_loss=True)
+        num_labels=num_classes, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
 
 
 def load_official(path: str):

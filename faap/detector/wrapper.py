@@ -4,12 +4,19 @@ The rest of the suite sees logits, boxes, last-decoder-layer features (B x Q x D
 criterion against COCO targets, the Hungarian matching, matched-class probabilities and
 COCO-format detections, whichever transformers model is inside.
 
-One forward serves everything: the auxiliary (intermediate decoder layer) predictions
-are captured through the model's ``loss_function`` hook, which each transformers
-DETR-family model calls with its own family-specific ``outputs_class``/``outputs_coord``.
-The criterion itself is the library's (``ImageLoss`` with the family's matcher), applied
-per group on slices of that one forward, so the loss of each group is normalised by its
-own box count as in the original per-group computation.
+One forward serves everything. The auxiliary predictions are computed as the original
+code computes them, whatever the checkpoint's ``auxiliary_loss`` says: each decoder layer's
+raw output (recorded by a forward hook) goes through the decoder's final layer norm and the
+family's class/box heads. The criterion itself is the library's (``ImageLoss`` with the
+family's matcher), applied per group on slices of that one forward, so the loss of each
+group is normalised by its own box count as in the original per-group computation.
+
+Trap (DETR): with ``auxiliary_loss`` on, transformers' DETR decoder feeds the layer-normed
+output of each layer into the next one and normalises the last output twice; the original
+(facebookresearch/detr ``TransformerDecoder``) feeds the raw outputs on and normalises only
+the copies used for prediction. With it off, the library's forward is the original's, so
+the wrapper switches it off for DETR. Conditional DETR keeps the library's forward as the
+checkpoint's config has it: the bundled demo detector was trained with it on.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from faap.errors import UserError
 
 
 @dataclass
@@ -29,7 +38,7 @@ class DetectorOutput:
     features: torch.Tensor
     """B x Q x D last decoder layer hidden states."""
     aux: list
-    """Intermediate decoder layers' ``{"logits", "pred_boxes"}`` (empty without aux loss)."""
+    """Every decoder layer but the last: ``{"logits", "pred_boxes"}`` (empty with ``aux_loss`` off)."""
 
     @staticmethod
     def cat(parts: list["DetectorOutput"]) -> "DetectorOutput":
@@ -59,18 +68,29 @@ class _RecordingMatcher(nn.Module):
         return indices
 
 
-def _capture_aux(logits, labels, device, pred_boxes, config, outputs_class=None, outputs_coord=None, **kw):
-    """Stand-in ``loss_function``: return the auxiliary outputs and no loss."""
-    aux = []
-    if outputs_class is not None:
-        aux = [{"logits": a, "pred_boxes": b} for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
-    return None, None, aux
+def _detr_heads(model, hidden, decoder_out):
+    return model.class_labels_classifier(hidden), model.bbox_predictor(hidden).sigmoid()
+
+
+def _conditional_heads(model, hidden, decoder_out):
+    from transformers.models.conditional_detr.modeling_conditional_detr import inverse_sigmoid
+
+    # Boxes are offsets from the decoder's reference points, as in the library's forward.
+    boxes = model.bbox_predictor(hidden)
+    boxes[..., :2] += inverse_sigmoid(decoder_out.reference_points).transpose(0, 1)
+    return model.class_labels_classifier(hidden), boxes.sigmoid()
+
+
+HEADS = {"detr": _detr_heads, "conditional_detr": _conditional_heads}
+"""Per family (``config.model_type``): class logits and boxes of a layer-normed decoder state."""
+ORIGINAL_FORWARD_OFF = {"detr"}
+"""Families whose library forward is the original's only with ``auxiliary_loss`` off (see top)."""
 
 
 class FrozenDetector(nn.Module):
     """Eval-mode, gradient-free-parameters wrapper; gradients still reach the input pixels."""
 
-    def __init__(self, model, spec: str, category_names: dict[int, str] | None = None):
+    def __init__(self, model, spec: str, category_names: dict[int, str] | None = None, aux_loss: bool = True):
         super().__init__()
         from transformers.loss.loss_deformable_detr import DeformableDetrHungarianMatcher, DeformableDetrImageLoss
         from transformers.loss.loss_for_object_detection import HungarianMatcher, ImageLoss
@@ -78,10 +98,18 @@ class FrozenDetector(nn.Module):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.model.loss_function = _capture_aux
         self.spec = spec
         cfg = model.config
-        self.focal = hasattr(cfg, "focal_alpha")  # Conditional/Deformable/DAB DETR: sigmoid focal loss
+        if cfg.model_type not in HEADS:
+            raise UserError(f"detector family '{cfg.model_type}' is not supported (DETR and Conditional DETR are)")
+        if cfg.model_type in ORIGINAL_FORWARD_OFF:
+            cfg.auxiliary_loss = False  # the decoder shares this config object: its forward becomes the original
+        self.aux_loss = aux_loss
+        self._recorded = {"layers": [], "decoder": None}
+        for layer in model.model.decoder.layers:
+            layer.register_forward_hook(self._record_layer)
+        model.model.decoder.register_forward_hook(self._record_decoder)
+        self.focal = hasattr(cfg, "focal_alpha")  # Conditional DETR: sigmoid focal loss
         self.num_labels = cfg.num_labels
         costs = dict(class_cost=cfg.class_cost, bbox_cost=cfg.bbox_cost, giou_cost=cfg.giou_cost)
         if self.focal:
@@ -112,7 +140,9 @@ class FrozenDetector(nn.Module):
     @property
     def detector_id(self) -> str:
         cfg = self.model.config
-        return f"{self.spec}|{cfg.model_type}|q{cfg.num_queries}|d{cfg.d_model}"
+        # The original-decoder forward changed DETR outputs: a new id keeps old cached baselines out.
+        forward = "|decoder=original" if cfg.model_type in ORIGINAL_FORWARD_OFF else ""
+        return f"{self.spec}|{cfg.model_type}|q{cfg.num_queries}|d{cfg.d_model}{forward}"
 
     @property
     def hidden_dim(self) -> int:
@@ -123,10 +153,28 @@ class FrozenDetector(nn.Module):
         return super().train(False)
 
     # ---- forward ----------------------------------------------------------------------
+    def _record_layer(self, module, args, output):
+        self._recorded["layers"].append(output[0] if isinstance(output, tuple) else output)
+
+    def _record_decoder(self, module, args, output):
+        self._recorded["decoder"] = output
+
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> DetectorOutput:
-        aux_wanted = bool(getattr(self.model.config, "auxiliary_loss", False))
-        out = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask, labels=[] if aux_wanted else None)
-        return DetectorOutput(out.logits, out.pred_boxes, out.last_hidden_state, list(out.auxiliary_outputs or []))
+        self._recorded["layers"] = []
+        out = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
+        layers, decoder_out = self._recorded["layers"], self._recorded["decoder"]
+        self._recorded.update(layers=[], decoder=None)  # hold no graph between calls
+        aux = self._aux_predictions(layers[:-1], decoder_out) if self.aux_loss else []
+        return DetectorOutput(out.logits, out.pred_boxes, out.last_hidden_state, aux)
+
+    def _aux_predictions(self, layers: list, decoder_out) -> list:
+        """Final layer norm + heads on each raw layer output (the original's ``hs[:-1]`` predictions)."""
+        heads, norm = HEADS[self.model.config.model_type], self.model.model.decoder.layernorm
+        aux = []
+        for raw in layers:
+            logits, boxes = heads(self.model, norm(raw), decoder_out)
+            aux.append({"logits": logits, "pred_boxes": boxes})
+        return aux
 
     def class_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities over the real classes: softmax without no-object, or sigmoid."""
