@@ -35,6 +35,8 @@ class TrainConfig:
     """Dataset root (original gender-split layout or {split}.json files)."""
     detector: str = "demo"
     """Detector spec: 'demo', a transformers folder or hub id, or an original DETR .pth."""
+    aux_loss: bool = True
+    """Set loss over the last and all auxiliary decoder layers, as the original (False: last layer only)."""
     seed: int = 42
     """Seed of every random draw (init, sampling, augmentation)."""
     device: str = "auto"

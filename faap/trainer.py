@@ -56,7 +56,7 @@ class Run:
         self.val_groups = load_split(cfg.data, "val")
         self.fingerprint = fingerprint(cfg.data)
         categories = {c["id"]: c["name"] for c in self.val_groups["male"].coco.get("categories", [])}
-        self.detector = load_detector(cfg.detector, self.device, categories or None)
+        self.detector = load_detector(cfg.detector, self.device, categories or None, cfg.aux_loss)
         torch.manual_seed(cfg.seed)
         self.generator = PerturbationGenerator(channels_last=cfg.channels_last).to(self.device)
         self.variant = get_variant(cfg.variant)(cfg, self.detector.hidden_dim).to(self.device)

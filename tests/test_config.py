@@ -19,6 +19,7 @@ def test_defaults_match_domain():
     assert (nce.temperature, nce.asymmetric_f, nce.asymmetric_m, nce.lambda_infonce) == (0.07, 1.5, 0.5, 1.0)
     assert (nce.optimizer, nce.weight_decay, nce.aug_strength, nce.proj_dim) == ("adamw", 0.01, "medium", 128)
     assert set(VARIANTS) == {"adversarial", "infonce"}
+    assert adv.aux_loss is True and nce.aux_loss is True  # the original's criterion: every decoder layer
 
 
 def test_weights_live_in_one_place():
@@ -35,6 +36,7 @@ def test_weights_live_in_one_place():
     ({"temperature": 0}, "temperature must be > 0"),
     ({"temperature": "hot"}, "temperature must be float"),
     ({"epochs": 2.5}, "epochs must be int"),
+    ({"aux_loss": "yes"}, "aux_loss must be bool"),
     ({"eps_peak": -0.1}, "eps_peak must be > 0"),
     ({"lambda_wass": -1}, "lambda_wass must be >= 0"),
     ({"asymmetric_f": -1.0}, "asymmetric_f must be >= 0"),
