@@ -108,6 +108,10 @@ def test_demo_detector_loads_and_is_conditional_detr():
     det = load_detector("demo")
     assert det.focal and det.model.config.num_queries == 10 and det.hidden_dim == 128
     assert det.category_to_label == {1: 0}
+    x = torch.randn(1, 3, 64, 64)
+    mask = torch.ones(1, 64, 64, dtype=torch.long)
+    with torch.no_grad():
+        assert len(det(x, mask).aux) == 1 and load_detector("demo", aux_loss=False)(x, mask).aux == []
 
 
 def test_bad_specs_fail_with_one_line(tmp_path):

@@ -105,7 +105,7 @@ class FrozenDetector(nn.Module):
         if cfg.model_type in ORIGINAL_FORWARD_OFF:
             cfg.auxiliary_loss = False  # the decoder shares this config object: its forward becomes the original
         self.aux_loss = aux_loss
-        self._recorded = {"layers": [], "decoder": None}
+        self._recorded = None  # {"layers", "decoder"} only during this wrapper's forward
         for layer in model.model.decoder.layers:
             layer.register_forward_hook(self._record_layer)
         model.model.decoder.register_forward_hook(self._record_decoder)
@@ -154,16 +154,20 @@ class FrozenDetector(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------
     def _record_layer(self, module, args, output):
-        self._recorded["layers"].append(output[0] if isinstance(output, tuple) else output)
+        if self._recorded is not None:
+            self._recorded["layers"].append(output[0] if isinstance(output, tuple) else output)
 
     def _record_decoder(self, module, args, output):
-        self._recorded["decoder"] = output
+        if self._recorded is not None:
+            self._recorded["decoder"] = output
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> DetectorOutput:
-        self._recorded["layers"] = []
-        out = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
-        layers, decoder_out = self._recorded["layers"], self._recorded["decoder"]
-        self._recorded.update(layers=[], decoder=None)  # hold no graph between calls
+        self._recorded = {"layers": [], "decoder": None}
+        try:
+            out = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
+            layers, decoder_out = self._recorded["layers"], self._recorded["decoder"]
+        finally:
+            self._recorded = None  # hold no graph between calls
         aux = self._aux_predictions(layers[:-1], decoder_out) if self.aux_loss else []
         return DetectorOutput(out.logits, out.pred_boxes, out.last_hidden_state, aux)
 
