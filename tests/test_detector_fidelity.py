@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from test_detector import _batch, tiny_model
 from torch import nn
 
 from faap.detector import DEMO_DIR, FrozenDetector, load_detector
+from test_detector import _batch, tiny_model
 
 DEMO_FIXTURE = os.path.join(os.path.dirname(__file__), "data", "demo_detector_outputs.pt")
 
