@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "a suite checkpoint records its own)")
     e.add_argument("--out", help="with --generator: run folder to create (must not exist or be empty)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --generator: an evaluation setting "
-                   "(eval_size, max_size, batch_size, perturb_padding, channels_last, num_workers)")
+                   "(eval_size, max_size, batch_size, perturb_padding, num_workers)")
     e.add_argument("--skip-bad-images", action="store_true", help="leave out undecodable images (counted) "
                    "instead of stopping")
     e.add_argument("--device", default="auto")

@@ -137,14 +137,15 @@ def train_step(batch, generator, detector, variant, opt_g, epoch: int, device, d
         if dist_sync is not None:
             _join_without_data(opt_g, dist_sync, variant.cfg.grad_clip)
         return None
-    with BatchNormUpdates(generator) as bn:
+    passes = variant.extra_generator_passes()
+    with BatchNormUpdates(generator, enabled=passes > 0) as bn:
         out, delta = forward(generator, detector, variant, x, mask, n_female, current_eps(variant.cfg, epoch))
     state = StepState(out=out, n_female=n_female, epoch=epoch, extras={"sync": dist_sync})
     logs = variant.before_generator_step(state)
     logs.update(generator_update(state, targets, delta, mask, detector, variant, opt_g, dist_sync))
     # The original ran G (train mode) once more per group for each adversary step: same batch
     # statistics each time, so only their running-statistic updates remain to be applied.
-    bn.replay(variant.extra_generator_passes())
+    bn.replay(passes)
     return logs
 
 

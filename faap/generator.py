@@ -137,8 +137,8 @@ class BatchNormUpdates:
     as ``r_after - (1 - m) r_before`` around each call, which costs no pass over activations.
     """
 
-    def __init__(self, generator: nn.Module):
-        self.layers = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    def __init__(self, generator: nn.Module, enabled: bool = True):
+        self.layers = [m for m in generator.modules() if enabled and isinstance(m, nn.modules.batchnorm._BatchNorm)
                        and m.training and m.track_running_stats]
         for m in self.layers:
             if m.momentum is None:  # cumulative averaging depends on the call count, not replayable this way

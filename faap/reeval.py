@@ -23,7 +23,7 @@ from faap.schedules import epsilon_at
 from faap.trainer import judge_split, read_run_config, resolve_device, write_json
 from faap.variants import config_class, make_config
 
-EVAL_FIELDS = ("eval_size", "max_size", "batch_size", "perturb_padding", "channels_last", "num_workers")
+EVAL_FIELDS = ("eval_size", "max_size", "batch_size", "perturb_padding", "num_workers")
 """Settings of a judged checkpoint's evaluation: from a suite checkpoint's recorded config, then ``--set``."""
 
 
@@ -130,7 +130,8 @@ def judge_generator(checkpoint: str, data: str, detector_spec: str, out_dir: str
     values = {"data": data, "detector": detector_spec, "device": device, "skip_bad_images": skip_bad_images,
               **{k: info["config"][k] for k in EVAL_FIELDS if k in info["config"]}, **(settings or {})}
     cfg = build_config(TrainConfig, values)
-    groups = screen({split: load_split(data, split)}, skip_bad_images)[0][split]
+    screened, skipped = screen({split: load_split(data, split)}, skip_bad_images)
+    groups = screened[split]
     categories = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
     detector = load_detector(detector_spec, dev, categories or None)
     evaluator = Evaluator(groups, detector, cfg, dev)
@@ -138,7 +139,8 @@ def judge_generator(checkpoint: str, data: str, detector_spec: str, out_dir: str
     resolved = {**cfg.to_dict(), "variant": info["variant"], "seed": None, "dataset_fingerprint": fp,
                 "detector_id": detector.detector_id, "code_commit": code_commit(), "torch": str(torch.__version__),
                 "generator_checkpoint": os.path.abspath(checkpoint), "checkpoint_format": info["format"],
-                "checkpoint_epoch": info["epoch"], "epochs": None}  # None: not trained here
+                "checkpoint_epoch": info["epoch"], "epochs": None,  # None: not trained here
+                "skipped_bad_images": {k: [os.path.relpath(p, data) for p in v] for k, v in skipped.items()}}
     return _write_judged(out_dir, evaluator, generator, info, split, resolved)
 
 

@@ -67,7 +67,26 @@ def test_judged_checkpoint_is_a_run_folder(original_checkpoint, tiny_data, tmp_p
     assert summarize(record["details"]["perturbed"])["AP_gap"] == summary["test"]["AP_gap"]
 
 
-@pytest.mark.parametrize("case", ["missing", "layout", "no_eps", "zero_eps", "huge_eps", "not_empty"])
+def _suite_checkpoint(tmp_path, eps=0.07):
+    from faap import checkpoint as ckpt
+
+    torch.manual_seed(2)
+    config = {"variant": "infonce", "perturb_padding": False, "eval_size": 128, "max_size": 128}
+    return ckpt.save_generator(str(tmp_path / "suite_run"), 11, eps, PerturbationGenerator(), config)
+
+
+def test_suite_checkpoint_uses_its_recorded_eps_and_settings(tiny_data, tmp_path):
+    out = str(tmp_path / "judged")
+    assert _eval(_suite_checkpoint(tmp_path), tiny_data, out) == 0
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["eps"] == 0.07 and summary["checkpoint_format"] == "faap" and summary["variant"] == "infonce"
+    with open(os.path.join(out, "config.yaml")) as f:
+        assert "perturb_padding: false" in f.read()
+    assert os.path.isfile(os.path.join(out, "eval", "test_epoch_0011.json"))
+
+
+@pytest.mark.parametrize("case", ["missing", "layout", "no_eps", "zero_eps", "huge_eps", "not_empty", "suite_eps"])
 def test_bad_input_is_one_line_and_writes_nothing(original_checkpoint, tiny_data, tmp_path, capsys, case):
     ckpt, out, eps = original_checkpoint, str(tmp_path / "out"), ["--eps", "0.09"]
     if case == "missing":
@@ -79,6 +98,8 @@ def test_bad_input_is_one_line_and_writes_nothing(original_checkpoint, tiny_data
         eps = []
     elif case in ("zero_eps", "huge_eps"):
         eps = ["--eps", "0" if case == "zero_eps" else "8"]
+    elif case == "suite_eps":
+        ckpt = _suite_checkpoint(tmp_path)
     else:
         os.makedirs(out)
         open(os.path.join(out, "keep.txt"), "w").close()
