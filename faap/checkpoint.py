@@ -37,17 +37,26 @@ def list_epochs(run_dir: str) -> list[int]:
     return sorted(int(re.search(r"epoch_(\d+)\.pt$", f).group(1)) for f in files)
 
 
-def save(run_dir: str, epoch: int, eps: float, generator, variant, optimizers: dict, config: dict) -> str:
+def _write(path: str, state: dict) -> str:
     """Write atomically (a killed process never leaves a truncated checkpoint)."""
-    path = path_for(run_dir, epoch)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    state = {"epoch": epoch, "eps": eps, "generator": generator.state_dict(), "variant": variant.state_dict(),
-             "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": rng_state(),
-             "config": config}
     tmp = path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+def save(run_dir: str, epoch: int, eps: float, generator, variant, optimizers: dict, config: dict) -> str:
+    state = {"epoch": epoch, "eps": eps, "generator": generator.state_dict(), "variant": variant.state_dict(),
+             "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": rng_state(),
+             "config": config}
+    return _write(path_for(run_dir, epoch), state)
+
+
+def save_generator(run_dir: str, epoch: int, eps: float, generator, config: dict) -> str:
+    """A checkpoint of G alone (a judged foreign checkpoint: no variant or optimiser state to resume)."""
+    return _write(path_for(run_dir, epoch), {"epoch": epoch, "eps": eps, "generator": generator.state_dict(),
+                                             "variant": {}, "optimizers": {}, "config": config})
 
 
 def load(run_dir: str, epoch: int | None = None, map_location="cpu") -> dict:

@@ -21,6 +21,8 @@ def _train(args) -> None:
     for key in ("data", "detector", "seed", "device"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
+    if args.skip_bad_images:
+        values["skip_bad_images"] = True
     cfg = make_config(args.variant, values)
     if not cfg.data:
         raise UserError("no dataset: give --data ROOT (or 'data:' in the config file)")
@@ -28,10 +30,25 @@ def _train(args) -> None:
 
 
 def _eval(args) -> None:
-    from faap.reeval import reevaluate
+    from faap.config import parse_set
+    from faap.reeval import judge_generator, reevaluate
 
-    result = reevaluate(args.run, args.epoch, args.split, args.device)
-    print(json.dumps(result, indent=2))
+    if args.run:
+        for flag in ("data", "detector", "eps", "out", "set"):
+            if getattr(args, flag) is not None:
+                raise UserError(f"--{flag} goes with --generator, not with --run (a run folder records it)")
+        result = reevaluate(args.run, args.epoch, args.split or "val", args.device)
+        print(json.dumps(result, indent=2))
+        return
+    missing = [f"--{k}" for k in ("data", "detector", "out") if getattr(args, k) is None]
+    if missing:
+        raise UserError(f"--generator needs {', '.join(missing)}")
+    summary = judge_generator(args.generator, args.data, args.detector, args.out, args.eps, args.split or "test",
+                              args.device, args.skip_bad_images, parse_set(args.set))
+    split = summary["split"]
+    print(f"{args.generator} on {split} (eps {summary['eps']:g}): AP gap {summary[split]['AP_gap']:+.4f} "
+          f"(clean {summary['baseline'][split]['AP_gap']:+.4f}), AR gap {summary[split]['AR_gap']:+.4f} "
+          f"(clean {summary['baseline'][split]['AR_gap']:+.4f}); written to {args.out}")
 
 
 def _synth(args) -> None:
@@ -46,7 +63,7 @@ def _synth(args) -> None:
 def _inspect(args) -> None:
     from faap.data.coco import inspect
 
-    report = inspect(args.root)
+    report = inspect(args.root, decode=not args.no_decode, workers=args.workers)
     print(json.dumps(report, indent=2))
     if report["problems"]:
         raise UserError(f"{len(report['problems'])} problem(s) in {args.root}: {report['problems'][0]}")
@@ -92,13 +109,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--device")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--skip-bad-images", action="store_true", help="leave out (and count) images that cannot be "
+                   "decoded instead of stopping before training (config: skip_bad_images)")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("eval", help="re-evaluate a run's checkpoint")
-    e.add_argument("--run", required=True)
-    e.add_argument("--epoch", type=int, help="default: the selected epoch (or the last)")
-    e.add_argument("--split", default="val", choices=["train", "val", "test"])
+    e = sub.add_parser("eval", help="re-evaluate a run's checkpoint, or judge any generator checkpoint")
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="a run folder: re-evaluate its checkpoint, print the metrics")
+    which.add_argument("--generator", help="a generator checkpoint (the suite's or the original code's .pth): "
+                       "evaluate it clean and perturbed into a new run folder --out")
+    e.add_argument("--epoch", type=int, help="with --run; default: the selected epoch (or the last)")
+    e.add_argument("--split", choices=["train", "val", "test"], help="default: val with --run, test with --generator")
+    e.add_argument("--data", help="with --generator: dataset root")
+    e.add_argument("--detector", help="with --generator: 'demo', a transformers folder or hub id, or a DETR .pth")
+    e.add_argument("--eps", type=float, help="with --generator: the budget (required for an original checkpoint; "
+                   "a suite checkpoint records its own)")
+    e.add_argument("--out", help="with --generator: run folder to create (must not exist or be empty)")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --generator: an evaluation setting "
+                   "(eval_size, max_size, batch_size, perturb_padding, num_workers)")
+    e.add_argument("--skip-bad-images", action="store_true", help="leave out undecodable images (counted) "
+                   "instead of stopping")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=_eval)
 
@@ -115,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_synth)
     i = d.add_parser("inspect", help="counts, fingerprint and problems of a dataset")
     i.add_argument("root")
+    i.add_argument("--workers", type=int, default=None, help="decoding processes (default: up to 8)")
+    i.add_argument("--no-decode", action="store_true", help="check the annotation files only, not the images")
     i.set_defaults(func=_inspect)
 
     det = sub.add_parser("detector", help="detectors").add_subparsers(dest="detector_command", required=True)
@@ -159,7 +192,9 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except UserError as e:
-        print(f"faap: error: {e}", file=sys.stderr)
+        # A DataLoader worker re-raises a worker's error with its traceback in the message: keep the last line.
+        lines = str(e).strip().splitlines() or [""]
+        print(f"faap: error: {lines[-1].split('Error: ', 1)[-1] if len(lines) > 1 else lines[0]}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("faap: interrupted", file=sys.stderr)

@@ -97,6 +97,10 @@ class TrainConfig:
     """Autocast dtype on CUDA: 'none' or 'bf16'."""
     channels_last: bool = False
     """Run G's convolutions in channels_last (NHWC) memory format (measure with faap bench)."""
+    perturb_padding: bool = True
+    """Perturb the padded pixels of a batch too, in training and evaluation (as the original); False masks them."""
+    skip_bad_images: bool = False
+    """Leave out (and count) images that cannot be decoded instead of stopping before training."""
 
     # ---- validation ------------------------------------------------------------------
     def check(self) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from faap import FEMALE
-from faap.generator import perturb
+from faap.generator import BatchNormUpdates, perturb
 from faap.losses import one_way_wasserstein
 from faap.detector import DetectorOutput
 from faap.schedules import epsilon_at
@@ -31,9 +31,11 @@ def group_slices(n_female: int, n: int) -> tuple[slice, slice]:
     return slice(0, n_female), slice(n_female, n)
 
 
-def perturb_groups(generator, x, mask, n_female: int, eps: float):
-    """G runs separately on the female and the male sub-batch (per-group BatchNorm statistics)."""
-    parts = [perturb(generator, x[s], mask[s], eps) for s in group_slices(n_female, len(x)) if s.stop > s.start]
+def perturb_groups(generator, x, mask, n_female: int, eps: float, perturb_padding: bool = True):
+    """G runs separately on the female and then the male sub-batch (per-group BatchNorm statistics,
+    updated in that order, as the original)."""
+    parts = [perturb(generator, x[s], mask[s], eps, perturb_padding)
+             for s in group_slices(n_female, len(x)) if s.stop > s.start]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
@@ -79,7 +81,7 @@ def forward(generator, detector, variant, x, mask, n_female: int, eps: float, pe
     """
     amp = variant.cfg.amp == "bf16" and x.is_cuda
     with torch.autocast("cuda", torch.bfloat16, enabled=amp):
-        x_adv, delta = perturb_groups(generator, x, mask, n_female, eps)
+        x_adv, delta = perturb_groups(generator, x, mask, n_female, eps, variant.cfg.perturb_padding)
         x_in = variant.augment(x_adv)
         if per_group:
             out = DetectorOutput.cat([detector(x_in[s], mask[s]) for s in group_slices(n_female, len(x))
@@ -112,36 +114,61 @@ def generator_update(state: StepState, targets, delta, mask, detector, variant, 
     return logs
 
 
-def train_step(batch, generator, detector, variant, opt_g, epoch: int, device, dist_sync=None) -> dict[str, float]:
+def _join_without_data(opt_g, dist_sync, grad_clip: float) -> None:
+    """A rank that skips its batch still joins the gradient average with zeros (the other ranks
+    step; every rank must take the same step to stay in sync)."""
+    params = [p for group in opt_g.param_groups for p in group["params"]]
+    opt_g.zero_grad(set_to_none=False)
+    dist_sync(params)
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    opt_g.step()
+
+
+def train_step(batch, generator, detector, variant, opt_g, epoch: int, device, dist_sync=None) -> dict[str, float] | None:
     """One iteration: the variant's adversary steps on detached features, then one G step.
 
     The detector runs once: the adversary steps reuse the features of the same forward,
-    which G's step then differentiates through.
+    which G's step then differentiates through. Returns None for a batch the variant skips
+    (the original InfoNCE skipped batches without both groups: no step at all).
     """
     x, mask, targets, n_female = female_first(batch, device)
-    out, delta = forward(generator, detector, variant, x, mask, n_female, current_eps(variant.cfg, epoch))
+    if variant.skips(n_female, len(x)):
+        if dist_sync is not None:
+            _join_without_data(opt_g, dist_sync, variant.cfg.grad_clip)
+        return None
+    passes = variant.extra_generator_passes()
+    with BatchNormUpdates(generator, enabled=passes > 0) as bn:
+        out, delta = forward(generator, detector, variant, x, mask, n_female, current_eps(variant.cfg, epoch))
     state = StepState(out=out, n_female=n_female, epoch=epoch, extras={"sync": dist_sync})
     logs = variant.before_generator_step(state)
     logs.update(generator_update(state, targets, delta, mask, detector, variant, opt_g, dist_sync))
+    # The original ran G (train mode) once more per group for each adversary step: same batch
+    # statistics each time, so only their running-statistic updates remain to be applied.
+    bn.replay(passes)
     return logs
 
 
 def train_one_epoch(loader, generator, detector, variant, opt_g, epoch: int, device, progress=True,
                     dist_sync=None) -> dict[str, float]:
-    """Mean of every logged value over the epoch's steps."""
+    """Mean of every logged value over the epoch's steps taken; ``skipped_steps`` counts the others."""
     from tqdm import tqdm
 
-    sums, counts = defaultdict(float), defaultdict(int)
+    sums, counts, skipped = defaultdict(float), defaultdict(int), 0
     generator.train()
     variant.train()
     bar = tqdm(loader, desc=f"epoch {epoch} train", disable=not progress, leave=False, mininterval=1.0)
     for batch in bar:
         logs = train_step(batch, generator, detector, variant, opt_g, epoch, device, dist_sync)
+        if logs is None:
+            skipped += 1
+            continue
         for k, v in logs.items():
             sums[k] += v
             counts[k] += 1
         bar.set_postfix(loss=f"{sums['loss_total'] / counts['loss_total']:.3f}", refresh=False)
     out = {k: sums[k] / counts[k] for k in sums}
+    out["skipped_steps"] = skipped
     if "matched_score_f" in out and "matched_score_m" in out:
         out["matched_score_gap"] = out["matched_score_m"] - out["matched_score_f"]
     return out

@@ -70,6 +70,7 @@ class Evaluator:
     def __init__(self, groups: dict[str, GroupSplit], detector, cfg, device, max_images: int = 0,
                  batch_size: int | None = None):
         self.detector, self.device, self.groups = detector, device, groups
+        self.perturb_padding = cfg.perturb_padding
         tf = build_transforms(False, cfg.train_scales, cfg.max_size, cfg.eval_size)
         self.loaders, self.image_ids = {}, {}
         for name, gs in groups.items():
@@ -88,7 +89,7 @@ class Evaluator:
             x = batch["pixel_values"].to(self.device)
             mask = batch["pixel_mask"].to(self.device)
             if generator is not None:
-                x, _ = perturb(generator, x, mask, eps)
+                x, _ = perturb(generator, x, mask, eps, self.perturb_padding)
             dets += self.detector.detections(self.detector(x, mask), batch["targets"])
         return dets
 

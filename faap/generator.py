@@ -1,4 +1,10 @@
-"""The perturbation generator G: a small U-Net whose output is bounded by eps * tanh."""
+"""The perturbation generator G: a small U-Net whose output is bounded by eps * tanh.
+
+Modules and parameters are named and shaped as the original code's ``models.py``
+(``down1.net.0.weight``, ``up2.bn.running_mean``, ``out_conv.bias``, ...; every convolution
+carries a bias, 676,899 parameters), so the original's generator checkpoints load as they are
+(:func:`generator_state_dict`).
+"""
 
 from __future__ import annotations
 
@@ -7,27 +13,36 @@ from torch import nn
 from torch.nn import functional as F
 
 from faap.data.transforms import pixel_bounds
+from faap.errors import UserError
+
+N_PARAMETERS = 676_899
+"""Parameters of G at base 32 (the original's count, convolution biases included)."""
 
 
-class ConvBlock(nn.Sequential):
-    """2 x [conv3x3, BN, ReLU]; the first conv carries the stride."""
+class ConvBlock(nn.Module):
+    """2 x [conv3x3 (bias), BN, ReLU]; the first conv carries the stride."""
 
     def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        return self.net(x)
 
 
-class Up(nn.Module):
-    """Bilinear resize to the skip's size, conv3x3, BN, ReLU, then add the skip."""
+class UpBlock(nn.Module):
+    """Bilinear resize to the skip's size, conv3x3 (bias), BN, ReLU, then add the skip."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        self.conv = nn.Conv2d(cin, cout, 3, 1, 1)
+        self.bn = nn.BatchNorm2d(cout)
 
     def forward(self, x, skip):
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.conv(x) + skip
+        return F.relu(self.bn(self.conv(x)), inplace=True) + skip
 
 
 class PerturbationGenerator(nn.Module):
@@ -36,30 +51,127 @@ class PerturbationGenerator(nn.Module):
     def __init__(self, base: int = 32, channels_last: bool = False):
         super().__init__()
         self.channels_last = channels_last
-        self.enc1 = ConvBlock(3, base, 1)
-        self.enc2 = ConvBlock(base, base * 2, 2)
-        self.enc3 = ConvBlock(base * 2, base * 4, 2)
+        self.down1 = ConvBlock(3, base, 1)
+        self.down2 = ConvBlock(base, base * 2, 2)
+        self.down3 = ConvBlock(base * 2, base * 4, 2)
         self.bottleneck = ConvBlock(base * 4, base * 4, 1)
-        self.up2 = Up(base * 4, base * 2)
-        self.up1 = Up(base * 2, base)
-        self.out = nn.Conv2d(base, 3, 3, 1, 1)
+        self.up2 = UpBlock(base * 4, base * 2)
+        self.up1 = UpBlock(base * 2, base)
+        self.out_conv = nn.Conv2d(base, 3, 3, 1, 1)
 
     def forward(self, x):
         if self.channels_last:  # NHWC convolutions: faster on recent GPUs and on CPU (oneDNN)
             x = x.contiguous(memory_format=torch.channels_last)
-        e1 = self.enc1(x)
-        e2 = self.enc2(e1)
-        b = self.bottleneck(self.enc3(e2))
-        return self.out(self.up1(self.up2(b, e2), e1)).contiguous()
+        h1 = self.down1(x)
+        h2 = self.down2(h1)
+        h3 = self.bottleneck(self.down3(h2))
+        return self.out_conv(self.up1(self.up2(h3, h2), h1)).contiguous()
 
 
-def perturb(generator: nn.Module, x: torch.Tensor, mask: torch.Tensor, eps: float):
+def perturb(generator: nn.Module, x: torch.Tensor, mask: torch.Tensor, eps: float, perturb_padding: bool = True):
     """``x' = clamp(x + eps * tanh(G(x)))`` inside the valid normalised pixel range.
 
-    Padding (``mask == 0``) is left untouched. Returns ``(x', delta)`` with ``delta = x' - x``
-    measured after the clamp, i.e. the change the detector actually sees.
+    With ``perturb_padding`` (the original's behaviour) every pixel of the padded batch is
+    perturbed; without it padding (``mask == 0``) is left untouched. Returns ``(x', delta)``
+    with ``delta = x' - x`` measured after the clamp, i.e. the change the detector sees.
     """
     lo, hi = pixel_bounds(x.device)
-    m = mask.unsqueeze(1).to(x.dtype)
-    x_adv = torch.max(torch.min(x + eps * torch.tanh(generator(x)) * m, hi), lo)
+    d = eps * torch.tanh(generator(x))
+    if not perturb_padding:
+        d = d * mask.unsqueeze(1).to(d.dtype)
+    x_adv = torch.max(torch.min(x + d, hi), lo)
     return x_adv, x_adv - x
+
+
+def generator_state_dict(obj, source: str = "checkpoint") -> dict:
+    """G's state dict from a loaded checkpoint object: a suite run checkpoint, an original
+    training checkpoint (``{"epoch", "generator", "discriminator" | "proj_head", "opt_g", "args"}``),
+    or a bare generator state dict (as the original's eval script also accepted).
+
+    DistributedDataParallel's ``module.`` prefix is removed. Keys must be exactly G's:
+    anything else is a UserError naming the first missing or unexpected key.
+    """
+    state = obj.get("generator", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"{source}: not a generator checkpoint (expected a state dict or a dict with 'generator')")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = PerturbationGenerator().state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        what = f"missing '{missing[0]}'" if missing else f"unexpected '{unexpected[0]}'"
+        raise UserError(f"{source}: unknown generator key layout ({what}; {len(missing)} missing, "
+                        f"{len(unexpected)} unexpected)")
+    bad = [k for k in expected if state[k].shape != expected[k].shape]
+    if bad:
+        raise UserError(f"{source}: generator tensor '{bad[0]}' has shape {tuple(state[bad[0]].shape)}, "
+                        f"expected {tuple(expected[bad[0]].shape)}")
+    return state
+
+
+def load_generator(path: str, device="cpu", channels_last: bool = False) -> tuple[nn.Module, dict]:
+    """G (eval mode) from a checkpoint file of the suite or the original code; also the loaded object."""
+    import os
+
+    if not os.path.isfile(path):
+        raise UserError(f"generator checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file: pickle, zip and torch raise many types
+        raise UserError(f"cannot read generator checkpoint {path}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from None
+    generator = PerturbationGenerator(channels_last=channels_last)
+    generator.load_state_dict(generator_state_dict(obj, path))
+    generator = generator.to(device)
+    if channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+    return generator.eval(), obj
+
+
+class BatchNormUpdates:
+    """Records the running-statistic updates G's BatchNorm layers make in train-mode forwards,
+    so they can be applied again without recomputing G (:meth:`replay`).
+
+    The original recomputed G on the same batch for each discriminator step; each pass saw the
+    same inputs and parameters, so its batch statistics (and hence its momentum update
+    ``r <- (1 - m) r + m b``) were identical. The increment ``m b`` is recovered exactly enough
+    as ``r_after - (1 - m) r_before`` around each call, which costs no pass over activations.
+    """
+
+    def __init__(self, generator: nn.Module, enabled: bool = True):
+        self.layers = [m for m in generator.modules() if enabled and isinstance(m, nn.modules.batchnorm._BatchNorm)
+                       and m.training and m.track_running_stats]
+        for m in self.layers:
+            if m.momentum is None:  # cumulative averaging depends on the call count, not replayable this way
+                raise ValueError("BatchNorm with momentum=None cannot be replayed")
+        self.updates = {m: [] for m in self.layers}
+        self._before, self._handles = {}, []
+
+    def __enter__(self):
+        for m in self.layers:
+            self._handles.append(m.register_forward_pre_hook(self._pre))
+            self._handles.append(m.register_forward_hook(self._post))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _pre(self, m, args):
+        self._before[m] = (m.running_mean.clone(), m.running_var.clone())
+
+    def _post(self, m, args, output):
+        mean0, var0 = self._before.pop(m)
+        keep = 1 - m.momentum
+        self.updates[m].append((m.running_mean - keep * mean0, m.running_var - keep * var0))
+
+    @torch.no_grad()
+    def replay(self, times: int) -> None:
+        """Apply each layer's recorded sequence of updates ``times`` more times, in call order."""
+        for m in self.layers:
+            keep = 1 - m.momentum
+            for _ in range(times):
+                for inc_mean, inc_var in self.updates[m]:
+                    m.running_mean.mul_(keep).add_(inc_mean)
+                    m.running_var.mul_(keep).add_(inc_var)
+                    m.num_batches_tracked.add_(1)

@@ -16,7 +16,8 @@ import yaml
 from faap import distributed as dist
 from faap import checkpoint as ckpt
 from faap.config import SELECT_METRICS, code_commit
-from faap.data.coco import fingerprint, load_split
+from faap.data.coco import SPLITS, fingerprint, load_split
+from faap.data.images import screen
 from faap.data.loader import BalancedGroupSampler, GenderDetection, make_loader
 from faap.data.transforms import build_transforms
 from faap.detector import load_detector
@@ -45,6 +46,45 @@ def read_run_config(run_dir: str) -> dict:
         return yaml.safe_load(f)
 
 
+def write_json(out_dir: str, rel: str, obj) -> None:
+    """``obj`` as JSON at ``out_dir/rel`` (NaN -> null), written atomically."""
+    path = os.path.join(out_dir, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(nan_to_none(obj), f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def eval_record(split: str, epoch: int, eps: float, result: dict, baseline: dict, resolved: dict,
+                generator_checkpoint: str) -> dict:
+    """The eval JSON of one checkpoint on one split, perturbed against the clean detector."""
+    pert, base = summarize(result), summarize(baseline)
+    meta = {k: resolved[k] for k in ("variant", "seed", "dataset_fingerprint", "detector_id", "code_commit")}
+    return {
+        "split": split, "epoch": epoch, "hyperparams": {"epsilon": eps, "generator_checkpoint": generator_checkpoint},
+        "baseline": {g: {"AP": base[f"AP_{g}"], "AR": base[f"AR_{g}"]} for g in ("male", "female")},
+        "perturbed": {g: {"AP": pert[f"AP_{g}"], "AR": pert[f"AR_{g}"]} for g in ("male", "female")},
+        "gaps": {m: {"baseline": base[f"{m}_gap"], "perturbed": pert[f"{m}_gap"]} for m in ("AP", "AR")},
+        "deltas": {f"{m}_{g}": pert[f"{m}_{g}"] - base[f"{m}_{g}"] for m in ("AP", "AR") for g in ("male", "female")},
+        "details": {"baseline": baseline, "perturbed": result}, "meta": meta,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def judge_split(out_dir: str, evaluator: Evaluator, generator, eps: float, split: str, epoch: int,
+                fingerprint_: str, resolved: dict, generator_checkpoint: str) -> tuple[dict, dict]:
+    """Evaluate ``generator`` once on ``split``; write the run folder's ``eval/{split}_epoch_NNNN.json``
+    and ``eval/{split}_detections.json.gz`` (read by the paired bootstraps). Returns (result, clean)."""
+    baseline = clean_baseline(evaluator, fingerprint_, split)
+    dets = {}
+    result = evaluator.run(generator, eps, detections=dets)
+    os.makedirs(os.path.join(out_dir, "eval"), exist_ok=True)
+    write_detections(os.path.join(out_dir, "eval", f"{split}_detections.json.gz"), dets, evaluator.image_ids)
+    write_json(out_dir, f"eval/{split}_epoch_{epoch:04d}.json",
+               eval_record(split, epoch, eps, result, baseline, resolved, generator_checkpoint))
+    return result, baseline
+
+
 class Run:
     """Everything one training run needs, built and validated before anything is written."""
 
@@ -52,8 +92,11 @@ class Run:
         self.cfg, self.out_dir, self.progress = cfg, out_dir, progress
         self.rank, self.world = dist.setup()
         self.device = resolve_device(cfg.device) if self.world == 1 else dist.device_for(cfg.device)
-        self.train_groups = load_split(cfg.data, "train")
-        self.val_groups = load_split(cfg.data, "val")
+        # Every image is checked before training: a bad one would otherwise stop the run at its
+        # first evaluation with a traceback that does not name the file.
+        splits, skipped = screen({s: load_split(cfg.data, s) for s in SPLITS}, cfg.skip_bad_images,
+                                 progress and self.rank == 0)
+        self.train_groups, self.val_groups, self.test_groups = (splits[s] for s in SPLITS)
         self.fingerprint = fingerprint(cfg.data)
         categories = {c["id"]: c["name"] for c in self.val_groups["male"].coco.get("categories", [])}
         self.detector = load_detector(cfg.detector, self.device, categories or None, cfg.aux_loss)
@@ -75,18 +118,15 @@ class Run:
         self.val = Evaluator(self.val_groups, self.detector, cfg, self.device, cfg.eval_max_images)
         self.resolved = {**cfg.to_dict(), "dataset_fingerprint": self.fingerprint,
                          "detector_id": self.detector.detector_id, "code_commit": code_commit(),
-                         "torch": str(torch.__version__), "world_size": self.world}
+                         "torch": str(torch.__version__), "world_size": self.world,
+                         "skipped_bad_images": {k: [os.path.relpath(p, cfg.data) for p in v] for k, v in skipped.items()}}
 
     # ---- files --------------------------------------------------------------------------
     def _path(self, *parts) -> str:
         return os.path.join(self.out_dir, *parts)
 
     def _write_json(self, rel: str, obj) -> None:
-        path = self._path(rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(nan_to_none(obj), f, indent=2)
-        os.replace(path + ".tmp", path)
+        write_json(self.out_dir, rel, obj)
 
     def prepare_dir(self, resume: bool) -> int:
         """Create or check the run folder; return the first epoch to train."""
@@ -128,18 +168,7 @@ class Run:
 
     # ---- evaluation ------------------------------------------------------------------------
     def eval_record(self, split: str, epoch: int, eps: float, result: dict, baseline: dict) -> dict:
-        pert, base = summarize(result), summarize(baseline)
-        meta = {k: self.resolved[k] for k in ("variant", "seed", "dataset_fingerprint", "detector_id", "code_commit")}
-        return {
-            "split": split, "epoch": epoch, "hyperparams": {"epsilon": eps, "generator_checkpoint":
-                                                            ckpt.path_for(self.out_dir, epoch)},
-            "baseline": {g: {"AP": base[f"AP_{g}"], "AR": base[f"AR_{g}"]} for g in ("male", "female")},
-            "perturbed": {g: {"AP": pert[f"AP_{g}"], "AR": pert[f"AR_{g}"]} for g in ("male", "female")},
-            "gaps": {m: {"baseline": base[f"{m}_gap"], "perturbed": pert[f"{m}_gap"]} for m in ("AP", "AR")},
-            "deltas": {f"{m}_{g}": pert[f"{m}_{g}"] - base[f"{m}_{g}"] for m in ("AP", "AR") for g in ("male", "female")},
-            "details": {"baseline": baseline, "perturbed": result}, "meta": meta,
-            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
+        return eval_record(split, epoch, eps, result, baseline, self.resolved, ckpt.path_for(self.out_dir, epoch))
 
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, resume: bool = False, callbacks=()) -> dict:
@@ -214,12 +243,9 @@ class Run:
         epoch = best["epoch"]
         state = ckpt.load(self.out_dir, epoch, map_location=self.device)
         self.generator.load_state_dict(state["generator"])
-        test = Evaluator(load_split(self.cfg.data, "test"), self.detector, self.cfg, self.device)
-        test_base = clean_baseline(test, self.fingerprint, "test")
-        dets = {}
-        result = test.run(self.generator, state["eps"], detections=dets)
-        write_detections(self._path("eval", "test_detections.json.gz"), dets, test.image_ids)
-        self._write_json(f"eval/test_epoch_{epoch:04d}.json", self.eval_record("test", epoch, state["eps"], result, test_base))
+        test = Evaluator(self.test_groups, self.detector, self.cfg, self.device)
+        result, test_base = judge_split(self.out_dir, test, self.generator, state["eps"], "test", epoch, self.fingerprint,
+                                        self.resolved, ckpt.path_for(self.out_dir, epoch))
         val_base = clean_baseline(self.val, self.fingerprint, "val")
         summary = {
             "variant": self.cfg.variant, "seed": self.cfg.seed, "selected_epoch": epoch,

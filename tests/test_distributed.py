@@ -24,3 +24,19 @@ def test_torchrun_two_processes_gloo(tiny_data, tmp_path):
     assert (out / "summary.json").is_file()
     # The trainer checks after every epoch that both ranks hold identical parameters
     # (it raises otherwise), so a clean exit means the gradient averaging worked.
+
+
+def test_torchrun_infonce_ranks_stay_in_sync_when_one_skips(tiny_data, tmp_path):
+    """At batch 2 per rank about half the batches lack a group: a skipping rank joins the gradient
+    average with zeros (the trainer checks after each epoch that the ranks hold identical parameters)."""
+    out = tmp_path / "ddp_infonce"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29534",
+           "-m", "faap.cli", "train", "--variant", "infonce", "--data", tiny_data, "--detector", "demo",
+           "--out", str(out), "--config", "synthetic", "--device", "cpu", "--quiet",
+           "--set", "epochs=1", "--set", "epoch_samples=16", "--set", "batch_size=2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out / "metrics.jsonl") as f:
+        record = json.loads(f.readline())
+    assert 0 < record["skipped_steps"] < 4  # rank 0's count: 4 steps of its 8 samples

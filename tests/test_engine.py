@@ -5,7 +5,7 @@ import torch
 
 from faap.bench import legacy_step, random_batch
 from faap.detector import load_detector
-from faap.engine import train_step
+from faap.engine import female_first, forward, train_step
 from faap.generator import PerturbationGenerator
 from faap.variants import VARIANTS, make_config
 
@@ -77,3 +77,58 @@ def test_nan_loss_raises_before_stepping(detector):
         train_step(random_batch(4, 64), gen, detector, var, opt, 0, torch.device("cpu"))
     after = _params(gen, var)
     assert all(torch.equal(before[k], after[k]) or torch.isnan(before[k]).all() for k in before)
+
+
+def _buffers(gen):
+    return {k: v.detach().clone() for k, v in gen.named_buffers()}
+
+
+def _iterate(step, detector, batches, **over):
+    gen, var, opt = _setup(detector, **over)
+    for b in batches:
+        step(b, gen, detector, var, opt, 5, torch.device("cpu"))
+    return gen, var
+
+
+def _batches():
+    """Three mixed batches and one male-only batch (then only the male passes update BatchNorm)."""
+    out = [random_batch(6, 64, seed=s) for s in (3, 4, 5)]
+    male_only = random_batch(4, 64, seed=6)
+    male_only["groups"] = torch.zeros(4, dtype=torch.long)
+    return out + [male_only]
+
+
+def test_batchnorm_running_stats_match_the_original_loop(detector):
+    """The original recomputed G in train mode for each of the k_d = 4 discriminator steps (female
+    then male), so G's BatchNorm running statistics got k_d + 1 updates per group per iteration. The
+    one-pass step replays them; the reference is the original loop structure (bench's legacy_step,
+    which really recomputes G and the detector k_d times)."""
+    batches = _batches()
+    gen, var = _iterate(train_step, detector, batches)
+    ref, ref_var = _iterate(lambda *a: legacy_step(*a, per_group=False), detector, batches)
+    ours, theirs = _buffers(gen), _buffers(ref)
+    assert ours.keys() == theirs.keys()
+    worst = max((ours[k].double() - theirs[k].double()).abs().max().item() for k in ours)
+    assert worst <= 1e-6, worst
+    # 3 mixed batches x 2 groups x (k_d + 1) passes + one male-only batch x (k_d + 1)
+    assert int(gen.down1.net[1].num_batches_tracked) == 3 * 2 * 5 + 5
+    a, b = _params(gen, var), _params(ref, ref_var)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
+    # Without the replay the statistics are visibly those of one pass per group.
+    one_pass = _buffers(_iterate(train_step, detector, batches, replay_bn_updates=False)[0])
+    assert max((one_pass[k].double() - theirs[k].double()).abs().max().item()
+               for k in ours if "running" in k) > 1e-3
+
+
+@pytest.mark.parametrize("perturb_padding", [True, False])
+def test_training_forward_perturbs_padding_as_configured(detector, perturb_padding):
+    gen, var, _ = _setup(detector, perturb_padding=perturb_padding)
+    batch = random_batch(4, 64, seed=2)
+    batch["pixel_mask"][1:, 48:, :] = 0  # rows 1-3 padded at the bottom
+    batch["pixel_values"][1:, :, 48:, :] = 0
+    x, mask, _, n_female = female_first(batch, torch.device("cpu"))
+    _, delta = forward(gen, detector, var, x, mask, n_female, 0.1)
+    pad = (mask == 0).unsqueeze(1).expand_as(delta)
+    assert delta[~pad].abs().max() > 0
+    assert (delta[pad].abs().max() > 0) == perturb_padding

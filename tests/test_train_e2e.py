@@ -91,3 +91,23 @@ def test_resume_refuses_a_changed_config(tiny_data, tmp_path):
     Run(make_config("infonce", tiny_values(tiny_data, epochs=1)), out, progress=False).fit()
     with pytest.raises(Exception, match="'temperature' differs"):
         Run(make_config("infonce", tiny_values(tiny_data, epochs=1, temperature=0.2)), out, progress=False).fit(resume=True)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_infonce_skips_exactly_the_single_group_batches(tiny_data, skip):
+    """The original InfoNCE skipped every batch without both groups (no G step at all)."""
+    from faap.engine import train_one_epoch
+
+    cfg = make_config("infonce", tiny_values(tiny_data, batch_size=2, epoch_samples=16,
+                                             skip_incomplete_batches=skip))
+    run = Run(cfg, "unused", progress=False)
+    run.sampler.set_epoch(0)
+    female = set(run.loader.dataset.group_index["female"])
+    indices = list(run.sampler)
+    batches = [indices[i:i + cfg.batch_size] for i in range(0, len(indices), cfg.batch_size)]
+    single = sum(len({i in female for i in b}) == 1 for b in batches)
+    assert 0 < single < len(batches)  # the seed draws both kinds
+    before = [p.detach().clone() for p in run.generator.parameters()]
+    logs = train_one_epoch(run.loader, run.generator, run.detector, run.variant, run.opt_g, 0, run.device, False)
+    assert logs["skipped_steps"] == (single if skip else 0)
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.generator.parameters()))

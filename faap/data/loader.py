@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from faap import GROUPS
 from faap.data.coco import GroupSplit
+from faap.errors import DataError
 
 
 class GenderDetection(Dataset):
@@ -38,8 +39,11 @@ class GenderDetection(Dataset):
 
     def __getitem__(self, i):
         gs, im = self.items[i]
-        with Image.open(gs.path(im)) as f:
-            image = f.convert("RGB")
+        try:
+            with Image.open(gs.path(im)) as f:
+                image = f.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise DataError(f"cannot decode image {gs.path(im)} ({type(e).__name__}: {e})") from None
         anns = [a for a in gs.anns_by_image[im["id"]] if not a.get("iscrowd", 0)]
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]

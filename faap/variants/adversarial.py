@@ -31,6 +31,8 @@ class AdversarialConfig(TrainConfig):
     """Scale of the male fairness term."""
     disc_hidden: int = 256
     """Hidden size of the discriminator."""
+    replay_bn_updates: bool = True
+    """Give G's BatchNorm running statistics the k_d extra updates per group of the original's recomputed passes."""
 
     def check(self):
         super().check()
@@ -54,6 +56,10 @@ class Adversarial(Variant):
     def __init__(self, cfg: AdversarialConfig, hidden_dim: int):
         super().__init__(cfg, hidden_dim)
         self.disc = GenderDiscriminator(hidden_dim, cfg.disc_hidden)
+
+    def extra_generator_passes(self) -> int:
+        # The original recomputed G (train mode) for each of the k_d discriminator steps.
+        return self.cfg.k_d if self.cfg.replay_bn_updates else 0
 
     def make_optimizers(self):
         return {"disc": torch.optim.Adam(self.disc.parameters(), lr=self.cfg.lr_d)}

@@ -58,6 +58,15 @@ class Variant(nn.Module, abc.ABC):
         """Optimisers of the variant's own adversaries (checkpointed with the run)."""
         return {}
 
+    def skips(self, n_female: int, n: int) -> bool:
+        """Whether a batch of ``n`` rows with ``n_female`` female ones gets no step at all."""
+        return False
+
+    def extra_generator_passes(self) -> int:
+        """Train-mode G passes per group that the original made beyond the one of G's step
+        (their only lasting effect: BatchNorm running-statistic updates, replayed by the engine)."""
+        return 0
+
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Transform the perturbed images before the detector (training only)."""
         return x

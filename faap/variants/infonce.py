@@ -34,6 +34,8 @@ class InfoNCEConfig(TrainConfig):
     """Output size of the projection head."""
     proj_hidden: int = 256
     """Hidden size of the projection head."""
+    skip_incomplete_batches: bool = True
+    """Skip a step whose batch lacks a group (no G step, as the original); False takes a detection-only step."""
 
     def check(self):
         super().check()
@@ -57,6 +59,9 @@ class InfoNCE(Variant):
 
     def g_parameters(self):
         return list(self.proj_head.parameters())
+
+    def skips(self, n_female: int, n: int) -> bool:
+        return self.cfg.skip_incomplete_batches and not 0 < n_female < n
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         return color_augment(x, self.cfg.aug_strength)
