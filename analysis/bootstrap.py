@@ -93,36 +93,60 @@ def match_table(gt: dict, detections: list[dict], image_ids=None) -> MatchTable:
 def weighted_ap_ar(table: MatchTable, weights: np.ndarray, max_elements: int = 20_000_000) -> tuple[np.ndarray, np.ndarray]:
     """AP@[.50:.95] and AR@100 for each row of image weights (R x n_images), in chunks of rows."""
     weights = np.atleast_2d(weights).astype(np.float64)
-    t, d = table.det_tp.shape
-    chunk = max(1, max_elements // max(1, t * d))
+    chunk = max(1, max_elements // max(1, table.det_image.size))
     parts = [_weighted_chunk(table, weights[i:i + chunk]) for i in range(0, len(weights), chunk)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _weighted_chunk(table: MatchTable, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r = weights.shape[0]
+    """COCO's accumulation with image weights, evaluated at the true positives only.
+
+    Recall rises only at a true positive, and precision rises only there too, so the first
+    position reaching a recall threshold and the best precision after it (COCO's envelope) are
+    both found among the true positives: the cumulative weight of all counted detections is
+    needed only at those positions. Exact, and far smaller than R x T x D arrays.
+    """
     n_gt = weights @ table.gt_count  # R
-    if table.det_image.size == 0:
-        return np.where(n_gt > 0, 0.0, np.nan), np.where(n_gt > 0, 0.0, np.nan)
-    w = weights[:, table.det_image]  # R x D
-    tp = np.cumsum(w[:, None, :] * table.det_tp[None], axis=2)  # R x T x D
-    fp = np.cumsum(w[:, None, :] * table.det_fp[None], axis=2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        recall = tp / n_gt[:, None, None]
-        precision = tp / (tp + fp + np.spacing(1))
-    envelope = np.maximum.accumulate(precision[:, :, ::-1], axis=2)[:, :, ::-1]  # COCO's interpolation
-    t = table.det_tp.shape[0]
-    ap, ar = np.full(r, np.nan), np.full(r, np.nan)
-    for i in range(r):
-        if n_gt[i] == 0:
-            continue  # COCO: undefined (-1)
-        total = 0.0
-        for j in range(t):
-            idx = np.searchsorted(recall[i, j], REC_THRS, side="left")
-            total += envelope[i, j][idx[idx < recall.shape[2]]].sum()  # thresholds beyond the last recall: 0
-        ap[i] = total / (t * len(REC_THRS))
-        ar[i] = recall[i, :, -1].mean()
+    ap, ar = np.full(len(weights), np.nan), np.full(len(weights), np.nan)
+    ok = n_gt > 0  # COCO: undefined (-1) without ground truth
+    if not ok.any() or table.det_image.size == 0:
+        ap[ok] = ar[ok] = 0.0
+        return ap, ar
+    w, n_gt = weights[ok][:, table.det_image], n_gt[ok]  # R x D: each detection's weight
+    counted = table.det_tp | table.det_fp  # T x D: not ignored
+    shared = np.cumsum(w, axis=1) if counted.all() else None
+    n_t = table.det_tp.shape[0]
+    precision_sum, recall_sum = np.zeros(len(w)), np.zeros(len(w))
+    for t in range(n_t):
+        pos = np.flatnonzero(table.det_tp[t])
+        if pos.size == 0:
+            continue  # no true positive: precision 0 at every threshold, recall 0
+        total = (shared if shared is not None else np.cumsum(w * counted[t], axis=1))[:, pos]
+        tp = np.cumsum(w[:, pos], axis=1)
+        recall = tp / n_gt[:, None]
+        precision = tp / (total + np.spacing(1))
+        envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]  # COCO's interpolation
+        precision_sum += _precision_at_thresholds(recall[:, None], envelope[:, None]).sum((1, 2))
+        recall_sum += recall[:, -1]
+    ap[ok], ar[ok] = precision_sum / (n_t * len(REC_THRS)), recall_sum / n_t
     return ap, ar
+
+
+def _precision_at_thresholds(recall: np.ndarray, envelope: np.ndarray) -> np.ndarray:
+    """COCO's interpolated precision at the 101 recall thresholds, for every (replicate, IoU) row at once.
+
+    Each row's recall is non-decreasing in [0, 1]; shifting row k by 2k makes the flattened
+    array sorted, so one ``searchsorted`` answers every row (thresholds beyond a row's last
+    recall get precision 0, as in COCOeval).
+    """
+    rows, d = recall.shape[0] * recall.shape[1], recall.shape[2]
+    offset = 2.0 * np.arange(rows)[:, None]
+    flat = (recall.reshape(rows, d) + offset).ravel()
+    idx = np.searchsorted(flat, (REC_THRS[None, :] + offset).ravel(), side="left").reshape(rows, len(REC_THRS))
+    idx -= (d * np.arange(rows))[:, None]
+    inside = idx < d
+    values = np.take_along_axis(envelope.reshape(rows, d), np.minimum(idx, d - 1), axis=1)
+    return np.where(inside, values, 0.0).reshape(recall.shape[0], recall.shape[1], len(REC_THRS))
 
 
 def resample_weights(n_images: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
@@ -136,30 +160,109 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
     return float(lo), float(hi)
 
 
-def bootstrap_gap(male: dict, female: dict, replicates: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+def seed_draws(n_runs: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """R x n weights of a seed bootstrap: each row draws n of the condition's runs with replacement, / n."""
+    return rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs), size=replicates) / n_runs
+
+
+def seed_scale(per_run: np.ndarray, points: np.ndarray, seed_weights: np.ndarray, level: float = 0.95) -> float:
+    """Scale of the seed-resampling deviation so that it carries the between-seed variance, as a t-interval.
+
+    ``per_run`` (n x R) is each run's value under the shared image draws, ``points`` its value on
+    the images as they are. Two traps of the plain two-level bootstrap on images crossed with seeds:
+
+    * each run's value also holds its own run-by-image noise, which the image draws already
+      carry; counted twice it made 95% intervals cover 99% (tests/test_calibration.py). The
+      noise of one run's value is estimated from the image draws (one run's variance minus the
+      run mean's variance, times n / (n - 1)) and taken out of the spread between runs;
+    * n seeds resampled with replacement give (n - 1) / n of the variance, and a normal
+      quantile where a t belongs: the seed part is widened so that the whole interval is a t
+      interval with Welch-Satterthwaite degrees of freedom (n - 1 when seeds dominate, many
+      when the images do).
+    """
+    from scipy import stats
+
+    n = per_run.shape[0]
+    if n < 2:
+        return 0.0
+    noise = max(0.0, float(np.nanvar(per_run, 1, ddof=1).mean() - np.nanvar(per_run.mean(0), ddof=1))) * n / (n - 1)
+    between = max(0.0, float(points.var(ddof=1)) - noise)
+    deviation = np.einsum("rn,nr->r", seed_weights, per_run) - per_run.mean(0)
+    if between == 0.0 or not np.nanstd(deviation) > 0:
+        return 0.0
+    seed_var, image_var = between / n, float(np.nanvar(per_run.mean(0)))
+    df = (n - 1) * (seed_var + image_var) ** 2 / seed_var ** 2  # Welch-Satterthwaite: seeds bring the uncertainty
+    t_over_z = stats.t.ppf(0.5 + level / 2, df) / stats.norm.ppf(0.5 + level / 2)
+    widened = t_over_z ** 2 * (seed_var + image_var) - image_var  # so that the whole interval is a t with df
+    return float(np.sqrt(widened) / np.nanstd(deviation))
+
+
+def hierarchical(per_run: np.ndarray, seed_weights: np.ndarray, scale: float) -> np.ndarray:
+    """Combine image-resampled values of each run (n x R) with a seed draw (R x n) per replicate.
+
+    The drawn seeds' deviation from the all-run mean is multiplied by ``scale``
+    (:func:`seed_scale`); with ``scale`` 0 this is the image-only bootstrap of the mean.
+    """
+    mean = per_run.mean(0)
+    drawn = np.einsum("rn,nr->r", seed_weights, per_run)
+    return mean + scale * (drawn - mean)
+
+
+def p_two_sided(diff: np.ndarray) -> float:
+    """Bootstrap p-value of 'no difference': ties count half, so identical conditions give 1."""
+    diff = diff[np.isfinite(diff)]
+    greater = float(np.mean(diff > 0) + 0.5 * np.mean(diff == 0))
+    return min(1.0, 2 * min(greater, 1 - greater))
+
+
+def _run_draws(tables: dict, weights: np.ndarray) -> dict:
+    """cond -> (AP n x R, AR n x R, AP points n, AR points n) of each run on one group's image draws."""
+    ones = np.ones((1, weights.shape[1]))
+    out = {}
+    for cond, runs in tables.items():
+        draws = [weighted_ap_ar(t, weights) for t in runs]
+        points = [weighted_ap_ar(t, ones) for t in runs]
+        out[cond] = (np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws]),
+                     np.array([p[0][0] for p in points]), np.array([p[1][0] for p in points]))
+    return out
+
+
+def _same_images(tables: dict, group: str) -> "MatchTable":
+    ref_name = next(iter(tables))
+    ref = tables[ref_name][0]
+    for cond, runs in tables.items():
+        for t in runs:
+            if not np.array_equal(t.image_ids, ref.image_ids):
+                raise ValueError(f"{cond} was evaluated on other {group} images than {ref_name}")
+    return ref
+
+
+def bootstrap_gap(male: dict, female: dict, replicates: int = 1000, seed: int = 0, level: float = 0.95,
+                  seeds: bool = True) -> dict:
     """CIs of each condition's AP/AR per group and gap, and of paired differences between conditions.
 
     ``male`` and ``female`` map a condition name (e.g. 'clean', 'adversarial', 'trial 3') to a list
-    of :class:`MatchTable` (one per seed's run, or one) on that group's images. All tables of a
-    group must hold the same images: one draw of image weights per replicate is shared by every
-    condition and run (a paired bootstrap), and a condition's value is the mean over its runs.
+    of :class:`MatchTable` (one per seed's run) on that group's images. The bootstrap is
+    hierarchical: each replicate draws the images (one draw per group, shared by every condition:
+    paired) and, per condition, its seeds (one draw shared by both groups, since a run's gap is
+    its own male AP minus its own female AP). A condition's value is the mean over its runs.
+    ``seeds=False`` resamples images only (seed noise left out of the intervals).
     """
     rng = np.random.default_rng(seed)
-    values = {}  # (cond, group) -> (AP R-array, AR R-array, AP point, AR point)
+    seed_w = {c: seed_draws(len(runs), replicates, rng) for c, runs in male.items()}
+    runs, n_images = {}, {}
     for group, tables in (("male", male), ("female", female)):
-        ref = next(iter(tables.values()))[0]
-        for cond, runs in tables.items():
-            for t in runs:
-                if not np.array_equal(t.image_ids, ref.image_ids):
-                    raise ValueError(f"{cond} was evaluated on other {group} images than {next(iter(tables))}")
-        w = resample_weights(ref.n_images, replicates, rng)
-        ones = np.ones((1, ref.n_images))
-        for cond, runs in tables.items():
-            draws = [weighted_ap_ar(t, w) for t in runs]
-            points = [weighted_ap_ar(t, ones) for t in runs]
-            values[(cond, group)] = (np.mean([d[0] for d in draws], 0), np.mean([d[1] for d in draws], 0),
-                                     float(np.mean([p[0][0] for p in points])), float(np.mean([p[1][0] for p in points])))
-    out = {"replicates": replicates, "level": level, "conditions": {}, "differences": {}}
+        n_images[group] = _same_images(tables, group).n_images
+        runs[group] = _run_draws(tables, resample_weights(n_images[group], replicates, rng))
+    values = {}  # (cond, group) -> (AP draws, AR draws, AP point, AR point), seeds and images resampled
+    for cond in male:
+        m, f = runs["male"][cond], runs["female"][cond]
+        k = seed_scale(m[0] - f[0], m[2] - f[2], seed_w[cond], level) if seeds else 0.0  # one scale per condition: its AP gap's
+        for group, (ap, ar, ap_pt, ar_pt) in (("male", m), ("female", f)):
+            values[(cond, group)] = (hierarchical(ap, seed_w[cond], k), hierarchical(ar, seed_w[cond], k),
+                                     float(ap_pt.mean()), float(ar_pt.mean()))
+    out = {"replicates": replicates, "level": level, "seeds_resampled": seeds, "images": n_images,
+           "conditions": {}, "differences": {}}
     samples = {}
     for cond in male:
         entry = {"runs": len(male[cond])}
@@ -172,17 +275,20 @@ def bootstrap_gap(male: dict, female: dict, replicates: int = 1000, seed: int = 
         out["conditions"][cond] = entry
     for a in male:
         for b in male:
-            if a == b:
-                continue
-            d = {}
-            for name in ("AP_gap", "AR_gap"):
-                diff = samples[(a, name)] - samples[(b, name)]
-                point = out["conditions"][a][name]["value"] - out["conditions"][b][name]["value"]
-                greater = float(np.mean(diff > 0))
-                d[name] = {"value": point, "ci": percentile_ci(diff, level), "p_greater": greater,
-                           "p_two_sided": min(1.0, 2 * min(greater, 1 - greater))}
-            out["differences"][f"{a} - {b}"] = d
+            if a != b:
+                out["differences"][f"{a} - {b}"] = _difference(out, samples, a, b, level)
     return out
+
+
+def _difference(out: dict, samples: dict, a: str, b: str, level: float) -> dict:
+    d = {}
+    for name in ("AP_gap", "AR_gap"):
+        diff = samples[(a, name)] - samples[(b, name)]
+        point = out["conditions"][a][name]["value"] - out["conditions"][b][name]["value"]
+        lo, hi = percentile_ci(diff, level)
+        d[name] = {"value": point, "ci": (lo, hi), "half_width": (hi - lo) / 2, "p_two_sided": p_two_sided(diff),
+                   "runs": (out["conditions"][a]["runs"], out["conditions"][b]["runs"])}
+    return d
 
 
 def holm(p_values: dict) -> dict:

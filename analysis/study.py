@@ -113,7 +113,8 @@ def load_study_data(name: str, url: str | None) -> StudyData:
             row[o["metric"]] = t.values[i] if t.values else (t.value if t.state == TrialState.PRUNED else None)
         for key, attr in t.user_attrs.items():
             if re.fullmatch(r"seed_\d+", key):
-                row[f"{o['metric']}_{key}"] = attr["values"][0]
+                for i, o in enumerate(spec.objectives):  # one column per objective and seed
+                    row[f"{o['metric']}_{key}"] = attr["values"][i]
         trial_rows.append(row)
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             cname = f"trial {t.number}"

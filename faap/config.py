@@ -18,6 +18,8 @@ import yaml
 from faap.errors import ConfigError, did_you_mean
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+DATASET_CONFIG = "faap_config.yaml"
+"""Config values a dataset folder carries (written by ``faap data synth``), applied beneath the user's."""
 SELECT_METRICS = {"abs_AP_gap": min, "AP_gap": min, "AR_gap": min, "AP_mean": max, "AP_female": max,
                   "AP_male": max, "AR_female": max}
 """Validation metrics that can pick a run's epoch, with the direction that is better."""
@@ -178,6 +180,12 @@ def read_config_file(path: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of key: value")
     return data
+
+
+def dataset_settings(root: str) -> dict:
+    """The config values a dataset folder carries (``ROOT/faap_config.yaml``), or none."""
+    path = os.path.join(os.path.expanduser(root), DATASET_CONFIG)
+    return read_config_file(path) if os.path.isfile(path) else {}
 
 
 def build_config(cls, values: dict, other_variants: dict | None = None):

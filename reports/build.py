@@ -4,6 +4,10 @@ Every number comes from the study's stored records (trial values, run summaries,
 JSON, metrics.jsonl, saved detections and checkpoints); ``report.json`` beside the
 markdown holds the same numbers for machines. AP and AR are fractions in [0, 1];
 differences are in the same units (not percent).
+
+The report is a list of sections (:data:`SECTIONS`): each takes the shared
+:class:`Context`, returns its markdown lines and records its numbers in ``ctx.report``.
+Warnings that a section raises (e.g. a failed null check) are printed at the top.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,12 +24,16 @@ from analysis.diagnostics import feature_diagnostics, h1_verdict, h2_points, h2_
 from analysis.seeds import probability_of_improvement, seed_stats
 from analysis.study import load_study_data
 from faap.data.coco import load_split
+from faap.errors import UserError
 from faap.evaluate import read_detections
 from reports import figures
 from reports.examples import example_grid
 
 SIZE_STATS = {"small": "AP@[0.50:0.95]_small_100", "medium": "AP@[0.50:0.95]_medium_100",
               "large": "AP@[0.50:0.95]_large_100"}
+ORIGINAL_CLAIM = 0.004
+"""Size of the original study's headline change (test AP gap .106 -> .110), the scale a study must resolve."""
+LABELS = {"clean": "clean detector", "adversarial": "7th (adversarial)"}
 
 
 def _fmt(v, digits=3):
@@ -37,6 +46,44 @@ def _fmt(v, digits=3):
 def _ci(entry, digits=3):
     lo, hi = entry["ci"]
     return f"{entry['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def verdict_word(diff: dict) -> str:
+    lo, hi = diff["ci"]
+    if lo > 0:
+        return "worse (larger gap)"
+    if hi < 0:
+        return "better (smaller gap)"
+    return "not distinguishable"
+
+
+@dataclass
+class Context:
+    """What every section may read; sections add their numbers to ``report``."""
+
+    name: str
+    url: str | None
+    out_dir: str
+    replicates: int
+    n_images: int
+    data: object
+    trials: list
+    best: object
+    median: object
+    ref: str
+    """Reference condition of the verdict: the 7th when the study ran it, else the clean detector."""
+    compared: list[str]
+    tables: dict = field(default_factory=dict)
+    """split -> (male, female) match tables per condition (one per seed run)."""
+    report: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self):
+        return self.data.spec
+
+    def label(self, cname: str) -> str:
+        return LABELS.get(cname, cname)
 
 
 def _tables(data, split: str, names: list[str]) -> tuple[dict, dict]:
@@ -58,153 +105,210 @@ def _tables(data, split: str, names: list[str]) -> tuple[dict, dict]:
     return male, female
 
 
-def _verdict_word(diff: dict) -> str:
-    lo, hi = diff["ci"]
-    if lo > 0:
-        return "worse (larger gap)"
-    if hi < 0:
-        return "better (smaller gap)"
-    return "not distinguishable"
-
-
-def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_images: int = 64) -> dict:
+def _context(name: str, url: str | None, out_dir: str, replicates: int, n_images: int) -> Context:
     data = load_study_data(name, url)
-    spec, metric = data.spec, data.spec.objectives[0]["metric"]
-    os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
     trials = [c for c in data.conditions.values() if c.kind == "trial"]
     if not trials:
-        from faap.errors import UserError
-
         raise UserError(f"study '{name}' has no completed trial yet (see 'faap sweep status {name}')")
-    lower = spec.objectives[0]["direction"] == "minimize"
+    lower = data.spec.objectives[0]["direction"] == "minimize"
     ranked = sorted(trials, key=lambda c: c.value if lower else -c.value)
-    best, median = ranked[0], ranked[len(ranked) // 2]
-    compared = ["clean"] + [b for b in ("adversarial",) if b in data.conditions] + [c.name for c in trials]
-    report = {"study": name, "metric": metric, "best": best.name, "median": median.name, "splits": {}}
-    for split in ("val", "test"):
-        male, female = _tables(data, split, compared)
-        report["splits"][split] = bootstrap_gap(male, female, replicates=replicates)
     ref = "adversarial" if "adversarial" in data.conditions else "clean"
-    lines = [f"# Study report: {name}", "",
-             (f"{spec.description}. " if spec.description else "") + f"Variant `{spec.variant}`, {len(trials)} completed trial(s), seeds "
-             f"{spec.seeds}; dataset `{spec.data}` (fingerprint `{data.clean.get('fingerprint', '?')}`), detector "
-             f"`{spec.detector}`. Epochs are selected on **val**; **test** is evaluated once per run. AP/AR are "
-             f"fractions in [0, 1]; intervals are 95% paired bootstraps over images ({replicates} replicates), each "
-             "condition averaged over its seeds.", ""]
-    # ---- verdict ---------------------------------------------------------------------------------
-    lines += ["## Verdict", ""]
+    compared = ["clean"] + [b for b in ("adversarial",) if b in data.conditions] + [c.name for c in trials]
+    ctx = Context(name, url, out_dir, replicates, n_images, data, trials, ranked[0], ranked[len(ranked) // 2], ref,
+                  compared)
+    ctx.report = {"study": name, "metric": data.spec.objectives[0]["metric"], "best": ctx.best.name,
+                  "median": ctx.median.name, "reference": ref, "splits": {}}
     for split in ("val", "test"):
-        r = report["splits"][split]
-        d = r["differences"][f"{best.name} - {ref}"]["AP_gap"]
-        lines.append(f"- **{split}**: best {spec.variant} trial ({best.name}, {best.params}) AP gap "
-                     f"{r['conditions'][best.name]['AP_gap']['value']:.3f} vs {ref} "
-                     f"{r['conditions'][ref]['AP_gap']['value']:.3f}: difference {_fmt(d['value'])}, 95% CI "
-                     f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] -> **{_verdict_word(d)}**.")
-        report[f"verdict_{split}"] = {"difference": d, "word": _verdict_word(d)}
-    lines += ["", "The best trial is picked by its validation value, so its val comparison is optimistic; the "
+        ctx.tables[split] = _tables(data, split, compared)
+        ctx.report["splits"][split] = bootstrap_gap(*ctx.tables[split], replicates=replicates)
+    return ctx
+
+
+def _header(ctx: Context) -> list[str]:
+    spec, test = ctx.spec, ctx.report["splits"]["test"]
+    return [f"# Study report: {ctx.name}", "",
+            (f"{spec.description}. " if spec.description else "") + f"Variant `{spec.variant}`, {len(ctx.trials)} "
+            f"completed trial(s), seeds {spec.seeds}; dataset `{spec.data}` (fingerprint "
+            f"`{ctx.data.clean.get('fingerprint', '?')}`), detector `{spec.detector}`. Epochs are selected on **val**; "
+            "**test** is evaluated once per run. AP/AR are fractions in [0, 1]. Intervals are 95% hierarchical paired "
+            f"bootstraps ({ctx.replicates} replicates): each replicate redraws the images ({test['images']['male']} male "
+            f"and {test['images']['female']} female on test, the same draw for every condition) and, within each "
+            "condition, its seeds (the seed part widened to a t-interval for the number of seeds); a condition's "
+            "value is the mean over its seeds.", ""]
+
+
+def _difference_line(ctx: Context, split: str, a: str, b: str) -> tuple[str, dict]:
+    r = ctx.report["splits"][split]
+    d = r["differences"][f"{a} - {b}"]["AP_gap"]
+    runs = " and ".join(f"{n} seed{'s' if n > 1 else ''}" for n in d["runs"])
+    text = (f"{ctx.label(a)} AP gap {r['conditions'][a]['AP_gap']['value']:.3f} vs {ctx.label(b)} "
+            f"{r['conditions'][b]['AP_gap']['value']:.3f}: difference {_fmt(d['value'])}, 95% CI "
+            f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] ({runs}; {r['images']['male']} + {r['images']['female']} images) "
+            f"-> **{verdict_word(d)}**")
+    return text, d
+
+
+def verdict(ctx: Context) -> list[str]:
+    lines = ["## Verdict", ""]
+    pairs = [(ctx.best.name, ctx.ref)] + ([("adversarial", "clean")] if ctx.ref == "adversarial" else [])
+    for split in ("val", "test"):
+        for a, b in pairs:
+            text, d = _difference_line(ctx, split, a, b)
+            who = f"best {ctx.spec.variant} trial ({a}, {ctx.best.params})" if a == ctx.best.name else "the 7th"
+            lines.append(f"- **{split}**, {who}: {text}.")
+            key = f"verdict_{split}" if a == ctx.best.name else f"verdict_7th_vs_clean_{split}"
+            ctx.report[key] = {"difference": d, "word": verdict_word(d)}
+    half = ctx.report["verdict_test"]["difference"]["half_width"]
+    ctx.report["detectable_difference"] = half
+    scale = "smaller" if ORIGINAL_CLAIM < half else "larger"
+    lines += ["", f"Smallest difference this study could detect on test (half-width of the verdict's interval): "
+              f"**{half:.3f}**. The original study's claimed change (AP gap .106 -> .110, {ORIGINAL_CLAIM:.3f}) is "
+              f"{scale} than that.", "",
+              "The best trial is picked by its validation value, so its val comparison is optimistic; the "
               "test comparison is the one to trust.", ""]
-    # ---- table -----------------------------------------------------------------------------------
-    lines += ["## Clean detector, 7th baseline and the variant", "",
-              "| condition | split | seeds | AP male | AP female | AP gap [95% CI] | AR gap [95% CI] |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    show = [("clean", "clean detector")] + ([("adversarial", "7th (adversarial)")] if ref == "adversarial" else []) + \
-        [(best.name, f"best: {best.name}"), (median.name, f"median: {median.name}")]
+    return lines + _null_check(ctx)
+
+
+def _null_check(ctx: Context) -> list[str]:
+    """Negative control: the reference baseline's seeds split in halves must not be distinguishable."""
+    if ctx.ref != "adversarial" or len(ctx.data.conditions["adversarial"].runs) < 2:
+        return ["(Null check skipped: it needs a 7th baseline with at least two seeds.)", ""]
+    male, female = ctx.tables["test"]
+    n = len(male["adversarial"])
+    halves = {"first half": slice(0, n // 2), "second half": slice(n // 2, n)}
+    split = ({h: male["adversarial"][s] for h, s in halves.items()}, {h: female["adversarial"][s] for h, s in halves.items()})
+    d = bootstrap_gap(*split, replicates=ctx.replicates)["differences"]["first half - second half"]["AP_gap"]
+    seeds = ctx.spec.seeds
+    word = verdict_word(d)
+    ctx.report["null_check"] = {"difference": d, "word": word, "halves": [seeds[: n // 2], seeds[n // 2:]]}
+    text = (f"the 7th's seeds {seeds[: n // 2]} against its seeds {seeds[n // 2:]} on test: difference "
+            f"{_fmt(d['value'])}, 95% CI [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] -> {word}")
+    if word != "not distinguishable":
+        single = " With one seed per half the interval cannot hold seed noise, so this measures it:" if n < 4 else ""
+        ctx.warnings.append(f"> **Warning: the null check failed.** {text[0].upper() + text[1:]}, although both halves "
+                            f"are the same condition.{single} seed-to-seed variation is larger than the image noise, "
+                            "and intervals resting on few seeds understate it. Run more seeds before trusting a verdict.")
+    return [f"Null check (negative control): {text}.", ""]
+
+
+def comparison_table(ctx: Context) -> list[str]:
+    lines = ["## Clean detector, 7th baseline and the variant", "",
+             "| condition | split | seeds | AP male | AP female | AP gap [95% CI] | AR gap [95% CI] |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    show = [("clean", "clean detector")] + ([("adversarial", "7th (adversarial)")] if ctx.ref == "adversarial" else []) + \
+        [(ctx.best.name, f"best: {ctx.best.name}"), (ctx.median.name, f"median: {ctx.median.name}")]
     for cname, label in show:
         for split in ("val", "test"):
-            c = report["splits"][split]["conditions"][cname]
+            c = ctx.report["splits"][split]["conditions"][cname]
             runs = "-" if cname == "clean" else str(c["runs"])
             lines.append(f"| {label} | {split} | {runs} | {c['AP_male']['value']:.3f} | {c['AP_female']['value']:.3f} | "
                          f"{_ci(c['AP_gap'])} | {_ci(c['AR_gap'])} |")
-    rows = [{"label": cname if cname != "clean" else "clean detector",
-             "value": report["splits"]["test"]["conditions"][cname]["AP_gap"]["value"],
-             "ci": report["splits"]["test"]["conditions"][cname]["AP_gap"]["ci"]} for cname in compared]
-    lines += ["", f"![test AP gap per condition]({figures.forest(rows, out_dir, 'test_gaps.png', 'test AP gap (male - female)')})", ""]
-    # ---- seeds and many comparisons -------------------------------------------------------------------
-    per_seed = {c: [data.run_summary(r)["test"]["AP_gap"] for r in data.conditions[c].runs] for c in compared if c != "clean"}
-    lines += ["## Across seeds (test AP gap of each seed's run)", "",
-              "| condition | seeds | mean [95% t-CI] | IQM | P(better than 7th) |", "| --- | --- | --- | --- | --- |"]
-    report["seeds"] = {}
+    rows = [{"label": ctx.label(cname), "value": ctx.report["splits"]["test"]["conditions"][cname]["AP_gap"]["value"],
+             "ci": ctx.report["splits"]["test"]["conditions"][cname]["AP_gap"]["ci"]} for cname in ctx.compared]
+    fig = figures.forest(rows, ctx.out_dir, "test_gaps.png", "test AP gap (male - female)")
+    return lines + ["", f"![test AP gap per condition]({fig})", ""]
+
+
+def seeds_section(ctx: Context) -> list[str]:
+    data, lower = ctx.data, ctx.spec.objectives[0]["direction"] == "minimize"
+    per_seed = {c: [data.run_summary(r)["test"]["AP_gap"] for r in data.conditions[c].runs]
+                for c in ctx.compared if c != "clean"}
+    lines = ["## Across seeds (test AP gap of each seed's run)", "",
+             "| condition | seeds | mean [95% t-CI] | IQM | P(better than 7th) |", "| --- | --- | --- | --- | --- |"]
+    ctx.report["seeds"] = {}
     for c, vals in per_seed.items():
         s = seed_stats(vals)
         poi = probability_of_improvement(vals, per_seed.get("adversarial", []), lower)
-        report["seeds"][c] = {**s, "values": vals, "p_improvement_vs_7th": poi}
+        ctx.report["seeds"][c] = {**s, "values": vals, "p_improvement_vs_7th": poi}
         ci = "n/a" if not np.isfinite(s["ci"][0]) else f"{s['ci'][0]:.3f}, {s['ci'][1]:.3f}"
         lines.append(f"| {c} | {s['n']} | {s['mean']:.3f} [{ci}] | {s['iqm']:.3f} | "
                      f"{'-' if c == 'adversarial' else f'{poi:.2f}'} |")
-    if ref == "adversarial" and len(trials) > 1:
-        pvals = {c.name: report["splits"]["test"]["differences"][f"{c.name} - adversarial"]["AP_gap"]["p_two_sided"]
-                 for c in trials}
-        adj = holm(pvals)
-        report["holm"] = adj
+    if ctx.ref == "adversarial" and len(ctx.trials) > 1:
+        diffs = ctx.report["splits"]["test"]["differences"]
+        pvals = {c.name: diffs[f"{c.name} - adversarial"]["AP_gap"]["p_two_sided"] for c in ctx.trials}
+        adj = ctx.report["holm"] = holm(pvals)
         lines += ["", f"Every trial against the 7th on test (AP gap difference, bootstrap p, Holm-adjusted over "
-                  f"{len(trials)} comparisons): " + "; ".join(
-                      f"{c}: {_fmt(report['splits']['test']['differences'][f'{c} - adversarial']['AP_gap']['value'])}, "
-                      f"p {pvals[c]:.3f} -> {adj[c]:.3f}" for c in pvals) + "."]
-    # ---- curves and parameters ------------------------------------------------------------------------
-    clean_val_gap = data.clean.get("val", {}).get("AP_gap")
-    lines += ["", "## Per-epoch curves (validation)", "",
-              f"![val AP gap per epoch]({figures.curves(data.epochs, clean_val_gap, out_dir)})", "",
-              f"![matched-score gap per epoch]({figures.curves(data.epochs, None, out_dir, 'matched_score_gap', 'matched_score_gap.png')})", ""]
-    params = [p.name for p in spec.params]
-    seed_cols = [c for c in data.trials.columns if c.startswith(f"{metric}_seed_")]
-    done = data.trials[data.trials["state"] == "COMPLETE"]
-    lines += ["## Hyperparameter effects", "",
-              f"![objective vs parameters]({figures.param_effects(done, params, metric, seed_cols, out_dir)})", ""]
+                  f"{len(ctx.trials)} comparisons): " + "; ".join(
+                      f"{c}: {_fmt(diffs[f'{c} - adversarial']['AP_gap']['value'])}, p {pvals[c]:.3f} -> {adj[c]:.3f}"
+                      for c in pvals) + "."]
+    return lines + [""]
+
+
+def curves_section(ctx: Context) -> list[str]:
+    clean_val_gap = ctx.data.clean.get("val", {}).get("AP_gap")
+    return ["## Per-epoch curves (validation)", "",
+            f"![val AP gap per epoch]({figures.curves(ctx.data.epochs, clean_val_gap, ctx.out_dir)})", "",
+            f"![matched-score gap per epoch]({figures.curves(ctx.data.epochs, None, ctx.out_dir, 'matched_score_gap', 'matched_score_gap.png')})", ""]
+
+
+def params_section(ctx: Context) -> list[str]:
     import optuna
 
+    data, metric = ctx.data, ctx.report["metric"]
+    params = [p.name for p in ctx.spec.params]
+    seed_cols = [c for c in data.trials.columns if c.startswith(f"{metric}_seed_")]
+    done = data.trials[data.trials["state"] == "COMPLETE"]
+    lines = ["## Hyperparameter effects", "",
+             f"![objective vs parameters]({figures.param_effects(done, params, metric, seed_cols, ctx.out_dir)})", ""]
     with warnings.catch_warnings():  # optuna's matplotlib plots are marked experimental
         warnings.simplefilter("ignore")
         if len(params) > 1 and len(done) >= 2:
             ax = optuna.visualization.matplotlib.plot_parallel_coordinate(data.study, params=params)
-            lines += [f"![parallel coordinates]({figures.save_axes(ax, out_dir, 'parallel.png')})", ""]
-        if len(spec.objectives) > 1 and len(done) >= 2:
+            lines += [f"![parallel coordinates]({figures.save_axes(ax, ctx.out_dir, 'parallel.png')})", ""]
+        if len(ctx.spec.objectives) > 1 and len(done) >= 2:
             ax = optuna.visualization.matplotlib.plot_pareto_front(data.study)
-            front = sorted(t.number for t in data.study.best_trials)
-            report["pareto_front"] = front
-            lines += [f"Pareto front ({' vs '.join(o['metric'] for o in spec.objectives)}, val): trials {front}.", "",
-                      f"![Pareto front]({figures.save_axes(ax, out_dir, 'pareto.png')})", ""]
+            front = ctx.report["pareto_front"] = sorted(t.number for t in data.study.best_trials)
+            lines += [f"Pareto front ({' vs '.join(o['metric'] for o in ctx.spec.objectives)}, val): trials {front}.", "",
+                      f"![Pareto front]({figures.save_axes(ax, ctx.out_dir, 'pareto.png')})", ""]
     if len(params) > 1 and len(done) >= 4:
         for label, evaluator in (("fANOVA", optuna.importance.FanovaImportanceEvaluator(seed=0)),
                                  ("PED-ANOVA", optuna.importance.PedAnovaImportanceEvaluator())):
             imp = optuna.importance.get_param_importances(data.study, evaluator=evaluator)
-            report.setdefault("importances", {})[label] = imp
+            ctx.report.setdefault("importances", {})[label] = imp
             lines.append(f"- {label} importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()))
     else:
         lines.append(f"(Importances need at least two parameters and four completed trials; this study has "
                      f"{len(params)} and {len(done)}.)")
-    lines += [""]
-    # ---- hypotheses -----------------------------------------------------------------------------------
-    lines += ["## Why did it fail? Each hypothesis, measured", ""]
-    diag = feature_diagnostics(best.runs[0], n_images=n_images)
-    report["diagnostics"] = diag
+    return lines + [""]
+
+
+def hypotheses_section(ctx: Context) -> list[str]:
+    best, data, out_dir = ctx.best, ctx.data, ctx.out_dir
+    diag = ctx.report["diagnostics"] = feature_diagnostics(best.runs[0], n_images=ctx.n_images)
     v1, t1 = h1_verdict(diag)
+    clean_val_gap = data.clean.get("val", {}).get("AP_gap")
     pts = h2_points(data.epochs[data.epochs["condition"].str.startswith("trial")], clean_val_gap or 0.0)
     v2, t2, s2 = h2_verdict(pts)
     v3, t3 = h3_verdict(diag)
-    report["hypotheses"] = {"h1": {"verdict": v1, "text": t1}, "h2": {"verdict": v2, "text": t2, **s2},
-                            "h3": {"verdict": v3, "text": t3}}
+    ctx.report["hypotheses"] = {"h1": {"verdict": v1, "text": t1}, "h2": {"verdict": v2, "text": t2, **s2},
+                                "h3": {"verdict": v3, "text": t3}}
     h2_fig = figures.scatter(pts if len(pts) else np.zeros((0, 2)), "InfoNCE loss drop since epoch 0",
                              "val AP gap minus clean", out_dir, "h2_loss_vs_gap.png")
     sims = {k: diag[f"h1_features_{k}"] for k in ("before", "after")}
     h1_fig = figures.bars({k: {"two views": v["two_views"], "same group": v["same_group"],
                                "cross group": v["cross_group"]} for k, v in sims.items()},
                           "mean cosine similarity", out_dir, "h1_similarity.png")
-    lines += [f"1. **No semantic relation between cross-gender positives: {v1}.** {t1}. (Rule: supported when real "
-              f"views are more than 0.05 more alike than cross-gender pairs and those are no more alike than two "
-              f"same-group images; {diag['n_images']['female']} female and {diag['n_images']['male']} male validation "
-              f"images, run {best.name} {os.path.basename(best.runs[0])}.)", "", f"   ![similarities]({h1_fig})", "",
-              f"2. **Objective not tied to the goal: {v2}.** {t2}. (Rule: not supported only when the interval is "
-              f"entirely below zero.)", "", f"   ![loss drop vs gap change]({h2_fig})", "",
-              f"3. **Collapse: {v3}.** {t3}. (Rule: supported when the effective rank drops by more than 10% or the "
-              f"projections' uniformity rises by more than 0.1.)", ""]
-    # ---- other observations -------------------------------------------------------------------------
-    shift = diag["feature_shift"]
-    test = report["splits"]["test"]["conditions"]
-    lines += ["## Other measurements", "",
-              f"- The perturbation moves pooled decoder features by {shift['female']:.3f} (female) and "
-              f"{shift['male']:.3f} (male) of their norm (run {best.name}).",
-              f"- AR gap vs AP gap on test: 7th AR gap {_ci(test[ref]['AR_gap'])} vs AP gap {_ci(test[ref]['AP_gap'])}; "
-              f"{best.name} AR gap {_ci(test[best.name]['AR_gap'])} vs AP gap {_ci(test[best.name]['AP_gap'])}."]
+    return ["## Why did it fail? Each hypothesis, measured", "",
+            f"1. **No semantic relation between cross-gender positives: {v1}.** {t1}. (Rule: supported when real "
+            f"views are more than 0.05 more alike than cross-gender pairs and those are no more alike than two "
+            f"same-group images; {diag['n_images']['female']} female and {diag['n_images']['male']} male validation "
+            f"images, run {best.name} {os.path.basename(best.runs[0])}.)", "", f"   ![similarities]({h1_fig})", "",
+            f"2. **Objective not tied to the goal: {v2}.** {t2}. (Rule: not supported only when the interval is "
+            f"entirely below zero.)", "", f"   ![loss drop vs gap change]({h2_fig})", "",
+            f"3. **Collapse: {v3}.** {t3}. (Rule: supported when the effective rank drops by more than 10% or the "
+            f"projections' uniformity rises by more than 0.1.)", ""]
+
+
+def other_section(ctx: Context) -> list[str]:
+    data, ref, best = ctx.data, ctx.ref, ctx.best
+    shift = ctx.report["diagnostics"]["feature_shift"]
+    test = ctx.report["splits"]["test"]["conditions"]
+    lines = ["## Other measurements", "",
+             f"- The perturbation moves pooled decoder features by {shift['female']:.3f} (female) and "
+             f"{shift['male']:.3f} (male) of their norm (run {best.name}).",
+             f"- AR gap vs AP gap on test: {ctx.label(ref)} AR gap {_ci(test[ref]['AR_gap'])} vs AP gap "
+             f"{_ci(test[ref]['AP_gap'])}; {best.name} AR gap {_ci(test[best.name]['AR_gap'])} vs AP gap "
+             f"{_ci(test[best.name]['AP_gap'])}."]
     sizes = {}
     for cname in ("clean", ref, best.name):
         run = data.conditions[cname].runs[0] if cname != "clean" else best.runs[0]
@@ -212,23 +316,38 @@ def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_im
             ev = json.load(f)["details"]["baseline" if cname == "clean" else "perturbed"]
         sizes[cname] = {f"{g} {s}": ev[g][k] if ev[g][k] is not None else float("nan")
                         for g in ("female", "male") for s, k in SIZE_STATS.items()}
-    report["ap_by_size"] = sizes
-    lines += ["", f"![AP by object size]({figures.bars(sizes, 'test AP (first seed run)', out_dir, 'ap_by_size.png')})", ""]
+    ctx.report["ap_by_size"] = sizes
+    lines += ["", f"![AP by object size]({figures.bars(sizes, 'test AP (first seed run)', ctx.out_dir, 'ap_by_size.png')})", ""]
     shown = {c: data.conditions[c].runs[0] for c in (ref, best.name) if c != "clean"}
-    grid = example_grid(shown, os.path.join(out_dir, "figures", "examples.png"))
-    lines += ["Validation examples per group (green: ground truth; red: detections with score >= 0.5; perturbation "
-              "shown from -eps (black) to +eps (white)), first seed run of each condition:", "",
-              f"![examples]({os.path.relpath(grid, out_dir)})", ""]
-    # ---- reproduce -------------------------------------------------------------------------------------
-    summary = data.run_summary(best.runs[0])
-    source = data.study.user_attrs.get("spec_source") or "SPEC"
-    lines += ["## Reproduce", "", "```bash", f"faap sweep run {source}"
-              + (f" --storage {url}" if url else ""), f"faap sweep status {name}", f"faap report {name} --out {out_dir}",
-              "```", "", f"- code commit `{summary['code_commit']}`; dataset fingerprint `{summary['dataset_fingerprint']}`; "
-              f"detector `{summary['detector_id']}`; seeds {spec.seeds}; epochs selected on val "
-              f"({summary['select_metric']}), test evaluated once per run.", ""]
+    grid = example_grid(shown, os.path.join(ctx.out_dir, "figures", "examples.png"))
+    return lines + ["Validation examples per group (green: ground truth; red: detections with score >= 0.5; perturbation "
+                    "shown from -eps (black) to +eps (white)), first seed run of each condition:", "",
+                    f"![examples]({os.path.relpath(grid, ctx.out_dir)})", ""]
+
+
+def reproduce_section(ctx: Context) -> list[str]:
+    summary = ctx.data.run_summary(ctx.best.runs[0])
+    source = ctx.data.study.user_attrs.get("spec_source") or "SPEC"
+    return ["## Reproduce", "", "```bash", f"faap sweep run {source}" + (f" --storage {ctx.url}" if ctx.url else ""),
+            f"faap sweep status {ctx.name}", f"faap report {ctx.name} --out {ctx.out_dir}", "```", "",
+            f"- code commit `{summary['code_commit']}`; dataset fingerprint `{summary['dataset_fingerprint']}`; "
+            f"detector `{summary['detector_id']}`; seeds {ctx.spec.seeds}; epochs selected on val "
+            f"({summary['select_metric']}), test evaluated once per run.", ""]
+
+
+SECTIONS = [verdict, comparison_table, seeds_section, curves_section, params_section, hypotheses_section,
+            other_section, reproduce_section]
+"""The report's sections, in order: each ``(ctx) -> markdown lines``."""
+
+
+def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_images: int = 64) -> dict:
+    os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
+    ctx = _context(name, url, out_dir, replicates, n_images)
+    body = [line for section in SECTIONS for line in section(ctx)]
+    ctx.report["warnings"] = ctx.warnings
+    lines = _header(ctx) + [w for warning in ctx.warnings for w in (warning, "")] + body
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(lines))
     with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    return report
+        json.dump(ctx.report, f, indent=2, default=float)
+    return ctx.report

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -32,6 +33,7 @@ def curves(epochs, clean_gap: float | None, out_dir: str, metric: str = "AP_gap"
     if clean_gap is not None:
         ax.axhline(clean_gap, ls="--", color="gray", label="clean detector")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel(f"val {metric} (mean over seeds; band: min-max)")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)

@@ -66,6 +66,7 @@ def test_paired_bootstrap_of_identical_conditions_is_zero():
     out = bootstrap_gap({"clean": [m], "same": [m]}, {"clean": [f], "same": [f]}, replicates=200)
     diff = out["differences"]["same - clean"]["AP_gap"]
     assert diff["value"] == 0 and diff["ci"] == (0.0, 0.0)
+    assert diff["p_two_sided"] == 1.0  # no evidence of a difference (ties count half; was 0 before)
     gap = out["conditions"]["clean"]["AP_gap"]
     assert gap["ci"][0] <= gap["value"] <= gap["ci"][1]
     assert gap["value"] == pytest.approx(coco_stats(male_gt, male_dets)[STAT_NAMES[0]]
@@ -88,3 +89,40 @@ def test_seed_statistics():
     assert np.isnan(seed_stats([0.3])["ci"][0])
     # A = {0.1, 0.2} vs B = {0.15, 0.3}, lower is better: pairs won 1, 1, 0, 1 -> 3/4.
     assert probability_of_improvement([0.1, 0.2], [0.15, 0.3]) == pytest.approx(0.75)
+
+
+def test_seed_resampling_widens_intervals():
+    """Two seeds per condition: the hierarchical interval holds the seeds' spread, the image-only one does not."""
+    gt, dets_a = _random_case(5, 30)
+    _, dets_b = _random_case(9, 30)  # another 'seed': other detections on the same images
+    fem_gt, fem_dets = _random_case(6, 30)
+    a, b, f = match_table(gt, dets_a), match_table(gt, dets_b), match_table(fem_gt, fem_dets)
+    male, female = {"x": [a, b], "y": [a, b]}, {"x": [f, f], "y": [f, f]}
+    seeded = bootstrap_gap(male, female, replicates=400)
+    images_only = bootstrap_gap(male, female, replicates=400, seeds=False)
+    d = seeded["differences"]["x - y"]["AP_gap"]
+    assert d["value"] == 0 and d["ci"][0] < 0 < d["ci"][1] and d["p_two_sided"] > 0.5  # seeds drawn per condition
+    width = {k: np.subtract(*r["conditions"]["x"]["AP_gap"]["ci"][::-1]) for k, r in
+             (("seeded", seeded), ("images", images_only))}
+    assert width["seeded"] > width["images"] > 0
+    assert seeded["conditions"]["x"]["runs"] == 2 and seeded["images"] == {"male": 30, "female": 30}
+
+
+def test_seed_scale_gives_a_t_interval_for_pure_seed_shifts_and_nothing_for_image_noise():
+    from scipy import stats
+
+    from analysis.bootstrap import seed_draws, seed_scale
+
+    rng = np.random.default_rng(0)
+    w = seed_draws(3, 4000, rng)
+    image = np.zeros(4000)  # no image noise: the interval is the seeds' t-interval
+    shifts = np.array([-0.2, 0.0, 0.4])  # pure seed effects: no run-by-image noise
+    per_run = image[None] + shifts[:, None]
+    k = seed_scale(per_run, shifts, w)
+    deviation = k * (np.einsum("rn,nr->r", w, per_run) - per_run.mean(0))
+    t_sd = stats.t.ppf(0.975, 2) / stats.norm.ppf(0.975) * shifts.std(ddof=1) / np.sqrt(3)
+    assert deviation.std() == pytest.approx(t_sd, rel=1e-9)
+    assert seed_scale(per_run[:1], shifts[:1], seed_draws(1, 10, rng)) == 0.0  # one run: no seed noise to draw
+    # Runs that differ only by their own image noise (same expected value): nothing between seeds.
+    noisy = rng.normal(0, 1, 4000)[None] + rng.normal(0, 0.5, (3, 4000))
+    assert seed_scale(noisy, np.zeros(3), w) == 0.0

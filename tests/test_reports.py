@@ -74,6 +74,12 @@ def test_study_report_numbers_equal_stored(small_study):
     assert d["value"] == pytest.approx(rep["splits"]["test"]["conditions"][best]["AP_gap"]["value"]
                                        - rep["splits"]["test"]["conditions"]["adversarial"]["AP_gap"]["value"])
     assert f"{d['value']:+.3f}" in text
+    # Seed-aware verdicts: the 7th against the clean detector, the detectable difference, the null check.
+    assert rep["verdict_7th_vs_clean_test"]["word"] in ("better (smaller gap)", "worse (larger gap)", "not distinguishable")
+    assert rep["detectable_difference"] == pytest.approx(d["half_width"]) and "Smallest difference" in text
+    assert rep["null_check"]["halves"] == [[42], [43]] and "Null check (negative control)" in text
+    if rep["null_check"]["word"] != "not distinguishable":
+        assert text.index("Warning: the null check failed") < text.index("## Verdict")
     assert set(rep["hypotheses"]) == {"h1", "h2", "h3"}
     assert all(h["verdict"] in ("supported", "not supported", "inconclusive") for h in rep["hypotheses"].values())
 
@@ -128,6 +134,9 @@ def test_two_objective_study_report(tiny_data, tmp_path):
     assert "figures/parallel.png" in text
     assert "vs clean" in text  # no 7th baseline in this study: the verdict compares with the clean detector
     data = load_study_data(name, url)
+    for _, row in data.trials.iterrows():  # one column per objective and seed, each with its own values
+        values = row["user_attrs"]["seed_42"]["values"]
+        assert row["AP_gap_seed_42"] == values[0] and row["AP_mean_seed_42"] == values[1]
     assert len(data.intermediate) == 0  # multi-objective studies are not pruned, nothing reported
     assert set(data.trials["state"]) == {"COMPLETE"}
     _assert_pngs(str(tmp_path / "report"), text)

@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from PIL import Image
 
+from faap.config import CONFIG_DIR, DATASET_CONFIG
 from faap.errors import UserError
 
 SPLITS = ("train", "val", "test")
+VEIL_GREY = 0.5
+"""Grey level (0-1 pixel units) that the veil pulls pixels toward."""
 GROUP_FOLDERS = {"female": "women", "male": "men"}
 
 
@@ -45,6 +49,8 @@ class GroupStyle:
     """Amplitude of the low-frequency background texture."""
     tint: tuple[float, float, float]
     """Per-channel (R, G, B) multiplier: the visible group cue."""
+    veil: float = 1.0
+    """Contrast kept by a grey veil over the whole image (1: none): ``x -> VEIL_GREY + veil * (x - VEIL_GREY)``."""
 
 
 @dataclass
@@ -61,12 +67,12 @@ class SynthConfig:
     """Fraction of training images that are male (the under-representation knob)."""
     n_val: int = 250
     """Validation images per group."""
-    n_test: int = 500
+    n_test: int = 300
     """Test images per group."""
     persons: tuple[int, int] = (1, 3)
     """Range (inclusive) of persons per image."""
     female: GroupStyle = field(
-        default_factory=lambda: GroupStyle((0.06, 0.15), (4, 8), 0.20, (1.15, 0.95, 0.82))
+        default_factory=lambda: GroupStyle((0.06, 0.15), (4, 8), 0.20, (1.15, 0.95, 0.82), veil=0.5)
     )
     """Style of female images (the harder group)."""
     male: GroupStyle = field(
@@ -132,6 +138,8 @@ def render(cfg: SynthConfig, split: str, group: str, index: int) -> tuple[np.nda
         boxes.append([round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)])
     img = img + rng.normal(0, 0.03, img.shape).astype(np.float32)
     rgb = np.clip(img[..., None] * np.asarray(style.tint, np.float32), 0, 1)
+    if style.veil != 1.0:  # skipped at 1 so that veil-free images stay byte-identical to the demo detector's
+        rgb = VEIL_GREY + style.veil * (rgb - VEIL_GREY)
     return (rgb * 255 + 0.5).astype(np.uint8), boxes
 
 
@@ -185,4 +193,60 @@ def generate(out: str, cfg: SynthConfig | None = None, workers: int | None = Non
             with open(path, "w") as f:
                 json.dump(coco, f)
             counts[f"{group}_{split}"] = len(images)
+    # The benchmark carries its settings (128 px images, its budget): the trainer applies them.
+    shutil.copyfile(os.path.join(CONFIG_DIR, "synthetic.yaml"), os.path.join(out, DATASET_CONFIG))
     return counts
+
+
+def oracle_delta(x: "torch.Tensor", veil: float, eps: float) -> "torch.Tensor":
+    """The hand-written perturbation that lifts the veil, within the budget: a positive control.
+
+    ``x`` is a normalised batch behind a veil of strength ``veil``; the veil is undone by
+    ``(1 / veil - 1) * (pixel - VEIL_GREY)``, converted to normalised units and clipped to
+    ``[-eps, eps]``, the same budget G has.
+    """
+    from faap.data.transforms import IMAGENET_STD, denormalize
+
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((1 / veil - 1) * (denormalize(x) - VEIL_GREY) / std).clamp(-eps, eps)
+
+
+def oracle_effect(root: str, detector: str = "demo", eps: float | None = None, split: str = "test",
+                  max_images: int = 0) -> dict:
+    """AP per group of the clean detector, and with the oracle perturbation on female images only.
+
+    The veil and the budget come from the dataset folder (its annotation files and
+    ``faap_config.yaml``) unless ``eps`` is given. Returns both results and the gap change.
+    """
+    import torch
+
+    from faap.data.coco import load_split
+    from faap.data.transforms import pixel_bounds
+    from faap.detector import load_detector
+    from faap.evaluate import Evaluator, coco_stats, summarize
+    from faap.variants import make_config
+
+    groups = load_split(root, split)
+    info = groups["female"].coco.get("info", {}).get("synth_config")
+    if not info:
+        raise UserError(f"{root} is not a synthetic benchmark written by 'faap data synth' (no synth_config)")
+    veil = info["female"].get("veil", 1.0)
+    cfg = make_config("adversarial", {"data": root, "detector": detector})
+    eps = cfg.eps_peak if eps is None else eps
+    det = load_detector(detector)
+    ev = Evaluator(groups, det, cfg, torch.device("cpu"), max_images=max_images, batch_size=50)
+    lo, hi = pixel_bounds()
+    result = {"clean": {}, "oracle": {}}
+    with torch.no_grad():
+        for group, name in (("male", "clean"), ("female", "clean"), ("female", "oracle")):
+            dets = []
+            for b in ev.loaders[group]:
+                x = b["pixel_values"]
+                if name == "oracle":
+                    x = torch.max(torch.min(x + oracle_delta(x, veil, eps), hi), lo)
+                dets += det.detections(det(x, b["pixel_mask"]), b["targets"])
+            result[name][group] = coco_stats(groups[group].coco, dets, ev.image_ids[group])
+    result["oracle"]["male"] = result["clean"]["male"]  # the oracle leaves male images alone
+    clean, oracle = summarize(result["clean"]), summarize(result["oracle"])
+    return {"split": split, "veil": veil, "eps": eps, "images": {g: len(ev.image_ids[g]) for g in ev.image_ids},
+            "clean": clean, "oracle": oracle, "AP_gap_change": oracle["AP_gap"] - clean["AP_gap"]}

@@ -21,9 +21,15 @@ def config_class(name: str):
 
 
 def make_config(name: str, values: dict):
-    """The validated config of variant ``name`` from a flat ``values`` mapping."""
-    from faap.config import build_config
+    """The validated config of variant ``name`` from a flat ``values`` mapping.
 
+    A dataset folder may carry its own settings (``faap_config.yaml``, e.g. the synthetic
+    benchmark's image sizes and budget): they apply beneath ``values``.
+    """
+    from faap.config import build_config, dataset_settings
+
+    if values.get("data"):
+        values = {**dataset_settings(values["data"]), **values}
     others = {n: v.Config for n, v in VARIANTS.items() if n != name}
     return build_config(config_class(name), values, others)
 
