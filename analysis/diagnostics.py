@@ -91,7 +91,7 @@ def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 
     feats = {}
     for name, batch in batches.items():
         x, mask = batch["pixel_values"].to(device), batch["pixel_mask"].to(device)
-        x_adv, _ = perturb(generator, x, mask, state["eps"])
+        x_adv, _ = perturb(generator, x, mask, state["eps"], cfg.perturb_padding)
         feats[name] = {"clean": detector(x, mask).features, "perturbed": detector(x_adv, mask).features,
                        "view_a": detector(color_augment(x, "medium"), mask).features,
                        "view_b": detector(color_augment(x, "medium"), mask).features}

@@ -121,7 +121,7 @@ def example_images(run, eps: float) -> list[tuple[str, np.ndarray]]:
         img, _ = loader.dataset[0]
         x = img.unsqueeze(0).to(run.device)
         mask = torch.ones(1, *x.shape[-2:], dtype=torch.long, device=run.device)
-        x_adv, delta = perturb(gen, x, mask, eps)
+        x_adv, delta = perturb(gen, x, mask, eps, run.cfg.perturb_padding)
         clean, pert = denormalize(x).clamp(0, 1), denormalize(x_adv).clamp(0, 1)
         amp = delta / eps * 0.5 + 0.5  # perturbation in normalised units, -eps..eps -> 0..1
         row = torch.cat([clean, pert, amp.clamp(0, 1)], dim=3)[0]

@@ -35,7 +35,7 @@ def _draw(img: Image.Image, dets: list[dict], gt: list[dict], scale: float) -> I
 @torch.no_grad()
 def example_grid(runs: dict[str, str], out_path: str, per_group: int = 2, device: str = "cpu") -> str:
     """``runs``: condition name -> run folder (its selected checkpoint is used). Rows: group x image x condition."""
-    from faap.reeval import open_run
+    from faap.reeval import open_run, run_config
 
     cfg, _, groups, detector = open_run(next(iter(runs.values())), None, "val", device)
     tf = build_transforms(False, cfg.train_scales, cfg.max_size, cfg.eval_size)
@@ -44,7 +44,7 @@ def example_grid(runs: dict[str, str], out_path: str, per_group: int = 2, device
         state = ckpt.load(run, _selected(run), map_location=device)
         g = PerturbationGenerator()
         g.load_state_dict(state["generator"])
-        gens[name] = (g.eval(), state["eps"])
+        gens[name] = (g.eval(), state["eps"], run_config(run)[0].perturb_padding)
     rows = []
     for group in ("female", "male"):
         gs = groups[group]
@@ -55,8 +55,8 @@ def example_grid(runs: dict[str, str], out_path: str, per_group: int = 2, device
             gt = gs.anns_by_image[target[0]["image_id"]]
             scale = x.shape[-1] / target[0]["orig_size"][1]
             row = [_draw(_to_image(denormalize(x)[0]), detector.detections(detector(x, mask), target), gt, scale)]
-            for name, (gen, eps) in gens.items():
-                x_adv, delta = perturb(gen, x, mask, eps)
+            for name, (gen, eps, padding) in gens.items():
+                x_adv, delta = perturb(gen, x, mask, eps, padding)
                 row.append(_draw(_to_image(denormalize(x_adv)[0]), detector.detections(detector(x_adv, mask), target),
                                  gt, scale))
                 row.append(_to_image((delta[0] / eps * 0.5 + 0.5)))
