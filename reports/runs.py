@@ -235,7 +235,7 @@ def _resampling(ctx: RunsContext) -> str:
         text += (f" Within {', '.join(several)} (several runs, averaged) each replicate also redraws the runs (seeds), "
                  "the seed part widened to a t-interval for the number of runs.")
     if single:
-        text += (f" {', '.join(single)} {'has' if len(single) == 1 else 'have'} one run each: "
+        text += (f" {', '.join(single)} {'has one run' if len(single) == 1 else 'have one run each'}: "
                  "images only are resampled, and seed-to-seed noise is **not** included, so "
                  "differences involving them look more certain than a rerun with another seed would confirm.")
     return text
@@ -258,7 +258,7 @@ def _command(run: Run) -> str:
         return (f"faap eval --generator {s['generator_checkpoint']} --data {c.get('data')} --detector "
                 f"{c.get('detector')} --eps {s.get('eps')} --split {s.get('split')}{sets} --out {run.path}")
     return f"faap train --variant {c.get('variant')} --data {c.get('data')} --detector {c.get('detector')} " \
-           f"--seed {c.get('seed')} --out {run.path}  # other settings: {run.path}/config.yaml"
+           f"--seed {c.get('seed')} --out {run.path}"
 
 
 def provenance_section(ctx: RunsContext) -> list[str]:

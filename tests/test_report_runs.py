@@ -125,3 +125,27 @@ def test_bad_input_is_one_line_and_writes_nothing(judged, tmp_path, capsys, case
                 "study": ["exactly one of", "--legacy and --runs"]}[case]
     for word in expected:
         assert word in err, (word, err)
+
+
+def test_a_trained_run_beside_a_judged_checkpoint(judged, tiny_data, tmp_path):
+    """A folder of ``faap train`` (seeded, val and test) reads like a judged one, on either split."""
+    from conftest import tiny_values
+    from faap.trainer import Run
+    from faap.variants import make_config
+
+    trained = str(tmp_path / "trained")
+    summary = Run(make_config("infonce", tiny_values(tiny_data, epochs=1)), trained, progress=False).fit()
+    a, sa = judged["eps09"]
+    code, out, rep = _report(tmp_path, a, trained)
+    assert code == 0
+    cond = rep["bootstrap"]["conditions"]
+    assert cond["trained"]["AP_gap"]["value"] == pytest.approx(summary["test"]["AP_gap"], abs=1e-9)
+    assert cond["clean"]["AP_gap"]["value"] == pytest.approx(summary["baseline"]["test"]["AP_gap"], abs=1e-9)
+    assert "faap train --variant infonce" in open(os.path.join(out, "report.md")).read()
+    shutil.rmtree(out)
+    code, out, rep = _report(tmp_path, trained, extra=("--split", "val"))
+    assert code == 0 and rep["split"] == "val"
+    cond = rep["bootstrap"]["conditions"]
+    assert cond["trained"]["AP_gap"]["value"] == pytest.approx(summary["val"]["AP_gap"], abs=1e-9)
+    assert cond["clean"]["AP_gap"]["value"] == pytest.approx(summary["baseline"]["val"]["AP_gap"], abs=1e-9)
+    assert cond["trained"]["runs"] == 1 and f"(seed {summary['seed']})" in open(os.path.join(out, "report.md")).read()
