@@ -94,16 +94,24 @@ def _bench(args) -> None:
 
 
 def _report(args) -> None:
+    given = [flag for flag, v in (("STUDY", args.study), ("--legacy", args.legacy), ("--runs", args.runs)) if v]
+    if len(given) != 1:
+        raise UserError("give exactly one of a study name, --legacy PATH or --runs DIR..." +
+                        (f" (got {' and '.join(given)})" if given else ""))
+    if args.split is not None and not args.runs:
+        raise UserError("--split goes with --runs (a study report shows val and test)")
     if args.legacy:
         from reports.legacy import build as build_legacy
 
         build_legacy(args.legacy, args.out)
-    elif args.study:
+    elif args.runs:
+        from reports.runs import build_runs
+
+        build_runs(args.runs, args.out, args.split or "test", args.replicates)
+    else:
         from reports.build import build
 
         build(args.study, args.storage, args.out, replicates=args.replicates)
-    else:
-        raise UserError("give a study name, or --legacy PATH")
     print(f"report written to {os.path.join(args.out, 'report.md')}")
 
 
@@ -209,10 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep(sub)
 
-    r = sub.add_parser("report", help="markdown failure report of a study (or of legacy result folders)")
+    r = sub.add_parser("report", help="markdown report of a study, of legacy result folders, or comparing run folders")
     r.add_argument("study", nargs="?", help="study name")
     r.add_argument("--storage", help="journal file path or RDB URL (default: runs/studies/journal.log)")
     r.add_argument("--legacy", help="an original codebase's faap_outputs folder instead of a study")
+    r.add_argument("--runs", nargs="+", metavar="DIR|LABEL=DIR1,DIR2",
+                   help="run folders (from 'faap eval --generator' or 'faap train') to compare with each other and "
+                        "the clean detector; LABEL=DIR1,DIR2,... makes several seed runs one condition")
+    r.add_argument("--split", help="with --runs: the split the runs were evaluated on (default: test)")
     r.add_argument("--out", required=True, help="report folder (report.md, figures/)")
     r.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates")
     r.set_defaults(func=_report)
