@@ -183,7 +183,7 @@ def seed_scale(per_run: np.ndarray, points: np.ndarray, seed_weights: np.ndarray
     from scipy import stats
 
     n = per_run.shape[0]
-    if n < 2:
+    if n < 2 or per_run.shape[1] < 2:  # one run, or one replicate: no spread to measure
         return 0.0
     noise = max(0.0, float(np.nanvar(per_run, 1, ddof=1).mean() - np.nanvar(per_run.mean(0), ddof=1))) * n / (n - 1)
     between = max(0.0, float(points.var(ddof=1)) - noise)
