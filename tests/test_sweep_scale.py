@@ -123,3 +123,79 @@ def test_status_shows_the_host_and_gpu_of_each_trial(tiny_data, tmp_path):
     for t, row in zip(trials, rows):
         assert row.split()[:5] == ["main", str(t.number), "COMPLETE", t.user_attrs["worker"], "cpu"]
 
+
+CLUSTER = os.path.join(ROOT, "ablations", "cluster")
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+VAR = re.compile(r"\$\{(\w+)[^}]*\}|\$\((\w+)\)|\$(\w+)")
+
+
+def _normalized(tokens):
+    """Shell ($X, ${X:-d}) and Kubernetes ($(X)) variable references as {X}, to compare the two recipes."""
+    return [VAR.sub(lambda m: "{%s}" % (m.group(1) or m.group(2) or m.group(3)), t) for t in tokens]
+
+
+def slurm_command():
+    import shlex
+
+    with open(os.path.join(CLUSTER, "slurm_array.sh")) as f:
+        line = next(line for line in f if line.startswith("exec faap sweep worker"))
+    return shlex.split(line)[1:]
+
+
+def k8s_container():
+    import yaml
+
+    with open(os.path.join(CLUSTER, "k8s_job.yaml")) as f:
+        job = yaml.safe_load(f)
+    assert job["kind"] == "Job" and job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def k8s_pod_command(container, overrides):
+    """The container's command and args with $(VAR) expanded from its env, as the kubelet does."""
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    env.update(overrides)
+    assert None not in env.values(), env  # every secret-fed variable is supplied by the test
+    return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], t) for t in container["command"] + container["args"]], env
+
+
+@pytest.mark.postgres
+def test_cluster_recipes_run_two_array_tasks_and_two_pods(tiny_data, tmp_path):
+    """The Slurm script (as 2 array tasks) and the Job manifest's command (as 2 pods) share one PostgreSQL study."""
+    import uuid
+
+    import optuna
+    from test_sweep_workers import _check_exactly_once, _env, _pg_available, write_spec
+
+    if not _pg_available():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (start it: see .ci/run)")
+    container = k8s_container()
+    assert _normalized(slurm_command()) == _normalized(container["command"] + container["args"])  # same worker
+    name = f"cluster-{uuid.uuid4().hex[:8]}"
+    values = [0.05, 0.1, 0.2, 0.5]
+    env = {**_env(tmp_path), "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    create = subprocess.run(["faap", "sweep", "run", write_spec(tmp_path, tiny_data, name, values), "--storage",
+                             PG_URL, "--workers", "0"], env=env, capture_output=True, text=True, timeout=120)
+    assert create.returncode == 0, create.stderr[-2000:]
+    assert f"start workers with: faap sweep worker {name} --storage {PG_URL}" in create.stdout
+    shared = {"FAAP_STUDY": name, "FAAP_STORAGE": PG_URL, "FAAP_WANDB": "off", "FAAP_RUNS": str(tmp_path / "runs")}
+    try:
+        procs = [subprocess.Popen(["bash", os.path.join(CLUSTER, "slurm_array.sh")], text=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, env={**env, **shared, "SLURM_ARRAY_TASK_ID": str(task),
+                                                                 "SLURM_CPUS_PER_TASK": "1"}) for task in (0, 1)]
+        for _ in range(2):
+            cmd, pod_env = k8s_pod_command(container, {**shared, "OMP_NUM_THREADS": "1"})
+            procs.append(subprocess.Popen(cmd, env={**env, **pod_env}, text=True, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT))
+        logs = [p.communicate(timeout=400)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, "\n".join(log[-1500:] for log in logs)
+        assert "faap worker: array task 1 on" in logs[1]
+        study = optuna.load_study(study_name=name, storage=PG_URL)
+        assert _check_exactly_once(study, len(values)) == {"COMPLETE": len(values)}
+        pids = {str(p.pid) for p in procs}  # `exec` keeps the array task's pid for the worker
+        assert {t.user_attrs["worker"].split(":")[1] for t in study.get_trials()} <= pids
+    finally:
+        optuna.delete_study(study_name=name, storage=PG_URL)
+
