@@ -199,3 +199,94 @@ def test_cluster_recipes_run_two_array_tasks_and_two_pods(tiny_data, tmp_path):
     finally:
         optuna.delete_study(study_name=name, storage=PG_URL)
 
+
+def _pg_ctl(action):
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
+                   + (["-m", "fast"] if action == "stop" else []), check=True, capture_output=True, timeout=60)
+
+
+def _pg_ready(timeout=60):
+    t0 = time.time()
+    while subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"]).returncode != 0:
+        assert time.time() - t0 < timeout, "PostgreSQL did not come back"
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def pg_outage():
+    """Stop (fast mode: clients are disconnected) and start the local PostgreSQL; always running again after."""
+    try:
+        yield _pg_ctl
+    finally:
+        if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"]).returncode != 0:
+            _pg_ctl("start")
+        _pg_ready()
+
+
+def _running_trial_dir(name, pid, timeout=180):
+    import optuna
+    from optuna.trial import TrialState
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        for t in optuna.load_study(study_name=name, storage=PG_URL).get_trials(states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("worker", "").endswith(f":{pid}") and "trial_dir" in t.user_attrs:
+                return t.user_attrs["trial_dir"]
+        time.sleep(0.3)
+    raise AssertionError(f"worker {pid} took no trial in {timeout}s")
+
+
+@pytest.mark.postgres
+def test_worker_rides_out_a_storage_outage_and_a_stopped_one_is_resumed(tiny_data, tmp_path, pg_outage, monkeypatch,
+                                                                        record_property):
+    """PostgreSQL stops under two workers: the one with --storage-timeout 3 stops with one line (exit 2), the
+    one with 60 s waits, carries on when the server is back, and re-runs the other's trial from its checkpoint."""
+    import uuid
+
+    import optuna
+    from test_sweep_workers import _check_exactly_once, _pg_available, _retried, _wait_for, start_worker, write_spec
+
+    if not _pg_available():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} (start it: see .ci/run)")
+    from ablations.runner import prepare
+
+    monkeypatch.setenv("FAAP_RUNS", str(tmp_path / "runs"))
+    name = f"outage-{uuid.uuid4().hex[:8]}"
+    prepare(write_spec(tmp_path, tiny_data, name, [0.07, 0.2], epochs=3, epoch_samples=24), PG_URL)
+    procs = []
+    try:
+        short = start_worker(name, PG_URL, tmp_path, "--storage-timeout", "3")
+        procs.append(short)
+        trial_dir = _running_trial_dir(name, short.pid)
+        patient = start_worker(name, PG_URL, tmp_path, "--storage-timeout", "60")
+        procs.append(patient)
+        _wait_for(os.path.join(trial_dir, "seed42", "checkpoints", "epoch_0000.pt"))
+        pg_outage("stop")
+        t0 = time.time()
+        out, _ = short.communicate(timeout=60)
+        stopped_after = time.time() - t0
+        pg_outage("start")
+        _pg_ready()
+        assert short.returncode == 2 and "Traceback" not in out, out[-3000:]
+        last = out.strip().splitlines()[-1]
+        assert last.startswith(f"faap: error: storage {PG_URL} unreachable for ") and f"worker {short.pid} stopped" in last
+        assert 3 <= stopped_after < 25, stopped_after  # 3 s of backoff, then one line
+        text, _ = patient.communicate(timeout=300)
+        assert patient.returncode == 0, text[-3000:]
+        assert f"storage {PG_URL} unreachable" in text and f"storage {PG_URL} is back after" in text
+        record_property("stopped_after_s", round(stopped_after, 1))  # the measured waits (--junitxml)
+        record_property("patient_storage_lines", [line for line in text.splitlines() if line.startswith("storage ")])
+        record_property("short_last_line", last)
+        study = optuna.load_study(study_name=name, storage=PG_URL)
+        _check_exactly_once(study, 2)
+        lost, retries = _retried(study)
+        assert len(lost) == len(retries) == 1
+        assert lost[0].user_attrs["worker"].endswith(f":{short.pid}") and lost[0].user_attrs["trial_dir"] == trial_dir
+        assert retries[0].user_attrs["worker"].endswith(f":{patient.pid}")
+        assert retries[0].user_attrs["resumed_from_epoch"] >= 1  # from the checkpoint, not from scratch
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        optuna.delete_study(study_name=name, storage=PG_URL)
