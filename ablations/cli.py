@@ -195,8 +195,10 @@ def _status(args) -> None:
 def _dashboard(args) -> None:
     from optuna_dashboard import run_server
 
-    from ablations.storage import open_storage
+    from ablations.storage import is_rdb, open_storage
 
-    storage = open_storage(args.storage, create=False)
+    # An RDB URL goes to optuna-dashboard as is: its schema checks and study order want its own RDBStorage,
+    # not the retrying wrapper the workers use.
+    storage = args.storage if args.storage and is_rdb(args.storage) else open_storage(args.storage, create=False)
     print(f"optuna-dashboard on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     run_server(storage, host="127.0.0.1", port=args.port)

@@ -290,3 +290,34 @@ def test_worker_rides_out_a_storage_outage_and_a_stopped_one_is_resumed(tiny_dat
             if p.poll() is None:
                 p.kill()
         optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+def test_retry_backs_off_exponentially_then_stops_in_one_line(monkeypatch):
+    """Connection errors (also wrapped by Optuna) are retried 0.5, 1, 2, ... s until the timeout; others are not."""
+    import optuna
+    import sqlalchemy.exc
+
+    from ablations import faults
+
+    clock, sleeps, lines = [1000.0], [], []
+    monkeypatch.setattr(faults.time, "time", lambda: clock[0])
+    monkeypatch.setattr(faults.time, "sleep", lambda s: (sleeps.append(s), clock.__setitem__(0, clock[0] + s)))
+
+    def refused():
+        try:
+            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionError("connection refused"))
+        except sqlalchemy.exc.OperationalError as e:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
+
+    retry = faults.Retry("postgresql://u:***@h/db", timeout=10, log=lines.append)
+    with pytest.raises(faults.StorageLost) as e:
+        retry(refused)
+    assert sleeps == [0.5, 1, 2, 4, 2.5] and str(e.value) == "storage postgresql://u:***@h/db unreachable for 10s " \
+                                                               "(connection refused)"
+    assert lines == ["storage postgresql://u:***@h/db unreachable (connection refused); retrying for up to 10s"]
+    calls = iter([refused, lambda: "stored"])
+    retry.down_since = None
+    assert retry(lambda: next(calls)()) == "stored" and lines[-1] == "storage postgresql://u:***@h/db is back after 0s"
+    with pytest.raises(KeyError):  # not a connection error: raised at once, no wait
+        retry(lambda: {}["missing"])
+    assert sleeps == [0.5, 1, 2, 4, 2.5, 0.5]
