@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 
 from faap.errors import UserError
@@ -19,6 +21,28 @@ def _fault(p):
     p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats of a running trial")
     p.add_argument("--grace", type=float, default=300.0, help="seconds without heartbeat before a trial is re-run")
     p.add_argument("--wandb", default="auto", choices=WANDB_MODES, help="W&B mode (auto: online if logged in)")
+    p.add_argument("--storage-timeout", type=float, default=180.0,
+                   help="seconds a worker retries an unreachable RDB storage before it stops (keep below --grace)")
+
+
+def _placement(p):
+    p.add_argument("--workers", type=int, help="worker processes on this machine (default: one per GPU, else 1; "
+                   "0 with 'run': create the study only)")
+    p.add_argument("--gpus", help="GPUs to use: indices like 0,2, 'all' (default when CUDA is visible) or 'none'")
+    p.add_argument("--per-gpu", type=int, help="workers per GPU (default 1)")
+
+
+def _needs_storage(func):
+    """Check an RDB storage before anything else: one line (password masked) and exit 2 if unreachable."""
+    @functools.wraps(func)
+    def checked(args):
+        from ablations.storage import check_reachable, set_storage_timeout
+
+        if hasattr(args, "storage_timeout"):
+            set_storage_timeout(args.storage_timeout)
+        check_reachable(args.storage)
+        return func(args)
+    return checked
 
 
 def add_parser(sub) -> None:
@@ -28,13 +52,13 @@ def add_parser(sub) -> None:
     r.add_argument("spec", help="sweeps/NAME.yaml")
     _common(r, study_arg=False)
     r.add_argument("--study", help="study name (default: the spec's)")
-    r.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    _placement(r)
     r.add_argument("--n-trials", type=int, help="trial budget (default: the spec's)")
     r.add_argument("--data", help="dataset root (default: the spec's)")
     r.add_argument("--detector", help="detector spec (default: the spec's)")
     r.add_argument("--base-config", help="config file or built-in name; 'none' drops the spec's")
     _fault(r)
-    r.set_defaults(func=_run)
+    r.set_defaults(func=_needs_storage(_run))
 
     w = sw.add_parser("worker", help="one worker of an existing study (what run/resume start)")
     _common(w)
@@ -42,41 +66,43 @@ def add_parser(sub) -> None:
     w.add_argument("--max-trials", type=int)
     w.add_argument("--reclaim-running", action="store_true")
     _fault(w)
-    w.set_defaults(func=_worker)
+    w.set_defaults(func=_needs_storage(_worker))
 
     rs = sw.add_parser("resume", help="continue a study: re-run lost trials from their checkpoints, finish the budget")
     _common(rs)
-    rs.add_argument("--workers", type=int, default=1)
+    _placement(rs)
     rs.add_argument("--reclaim-running", action="store_true",
                     help="treat every RUNNING trial as lost (when no worker of the study is alive)")
     _fault(rs)
-    rs.set_defaults(func=_resume)
+    rs.set_defaults(func=_needs_storage(_resume))
 
     st = sw.add_parser("status", help="trials, states, params, values, best, running and failed")
     _common(st)
-    st.set_defaults(func=_status)
+    st.set_defaults(func=_needs_storage(_status))
 
     c = sw.add_parser("cost", help="where a study's time went: training, validation, runner overhead, pruning savings")
     _common(c)
-    c.set_defaults(func=_cost)
+    c.set_defaults(func=_needs_storage(_cost))
 
     d = sw.add_parser("dashboard", help="optuna-dashboard on the storage, bound to 127.0.0.1")
     _common(d, study_arg=False)
     d.add_argument("--port", type=int, default=8080)
-    d.set_defaults(func=_dashboard)
+    d.set_defaults(func=_needs_storage(_dashboard))
 
 
-def _start(name, url, args, reclaim=False) -> None:
+def _start(name, url, args, envs, reclaim=False) -> None:
+    """Run the workers of ``envs`` (from :func:`_placement_envs`): one CPU worker in this process, else processes."""
     from ablations.runner import resume_hint, spawn_workers
 
-    extra = ["--heartbeat", str(args.heartbeat), "--grace", str(args.grace)] + (["--reclaim-running"] if reclaim else [])
+    extra = ["--heartbeat", str(args.heartbeat), "--grace", str(args.grace), "--storage-timeout",
+             str(args.storage_timeout)] + (["--reclaim-running"] if reclaim else [])
     try:
-        if args.workers <= 1:
+        if len(envs) == 1 and "CUDA_VISIBLE_DEVICES" not in envs[0]:
             from ablations.worker import work
 
             work(name, url, args.wandb, heartbeat_interval=args.heartbeat, grace=args.grace, reclaim_running=reclaim)
-        else:
-            code = spawn_workers(name, url, args.workers, args.wandb, extra)
+        else:  # a pinned worker is a fresh process: CUDA reads CUDA_VISIBLE_DEVICES once, when it starts
+            code = spawn_workers(name, url, envs, args.wandb, extra)
             if code:
                 raise UserError(f"a worker exited with status {code}; see its output above")
     except KeyboardInterrupt:
@@ -85,16 +111,33 @@ def _start(name, url, args, reclaim=False) -> None:
     _print_status(name, url)
 
 
+def _placement_envs(args) -> list[dict]:
+    """Each worker's environment, validated before anything is written (bad --gpus/--per-gpu: exit 2)."""
+    from ablations.placement import placement, visible_gpus
+
+    return placement(args.workers, args.gpus, args.per_gpu, visible_gpus(), os.cpu_count() or 1)
+
+
 def _run(args) -> None:
     from ablations.runner import prepare, resume_hint
 
-    if args.workers < 1:
-        raise UserError("--workers must be >= 1")
+    if args.workers is not None and args.workers < 0:
+        raise UserError(f"--workers must be >= 0 (got {args.workers})")
+    envs = _placement_envs(args) if args.workers != 0 else []
     study, name = prepare(args.spec, args.storage, args.study, args.n_trials,
                           {"data": args.data, "detector": args.detector, "base_config": args.base_config})
-    print(f"study '{name}' in {args.storage or 'the embedded storage'}; resume with: {resume_hint(name, args.storage)}",
-          flush=True)
-    _start(name, args.storage, args)
+    print(f"study '{name}' in {_where(args.storage)}; resume with: {resume_hint(name, args.storage)}", flush=True)
+    if not envs:  # --workers 0: create only (workers on other machines join with `faap sweep worker`)
+        print(f"created; start workers with: faap sweep worker {name}"
+              + (f" --storage {_where(args.storage)}" if args.storage else ""), flush=True)
+        return
+    _start(name, args.storage, args, envs)
+
+
+def _where(url) -> str:
+    from ablations.storage import mask_url
+
+    return mask_url(url) if url else "the embedded storage"
 
 
 def _worker(args) -> None:
@@ -111,8 +154,9 @@ def _worker(args) -> None:
 def _resume(args) -> None:
     from ablations.study import load
 
+    envs = _placement_envs(args)
     load(args.study, args.storage)  # exists?
-    _start(args.study, args.storage, args, reclaim=args.reclaim_running)
+    _start(args.study, args.storage, args, envs, reclaim=args.reclaim_running)
 
 
 def _print_status(name, url) -> None:
@@ -151,8 +195,10 @@ def _status(args) -> None:
 def _dashboard(args) -> None:
     from optuna_dashboard import run_server
 
-    from ablations.storage import open_storage
+    from ablations.storage import is_rdb, open_storage
 
-    storage = open_storage(args.storage, create=False)
+    # An RDB URL goes to optuna-dashboard as is: its schema checks and study order want its own RDBStorage,
+    # not the retrying wrapper the workers use.
+    storage = args.storage if args.storage and is_rdb(args.storage) else open_storage(args.storage, create=False)
     print(f"optuna-dashboard on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     run_server(storage, host="127.0.0.1", port=args.port)

@@ -14,7 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from ablations.spec import StudySpec, load_spec, parse_spec
-from ablations.storage import default_storage_url, runs_root, study_lock
+from ablations.storage import default_storage_url, mask_url, runs_root, study_lock
 from ablations.study import baseline_studies, create_or_load, load
 
 SYNTHETIC = "synthetic"
@@ -91,13 +91,14 @@ def prepare(spec_path: str, url: str | None, study_name: str | None = None, n_tr
     return study, spec.study
 
 
-def spawn_workers(name: str, url: str | None, workers: int, wandb_mode: str, extra: list[str] = ()) -> int:
-    """Start ``workers`` processes (one torch thread share each); wait; Ctrl-C stops them."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    cmd = [sys.executable, "-m", "faap.cli", "sweep", "worker", name, "--threads", str(threads), "--wandb", wandb_mode,
-           *extra] + (["--storage", url] if url else [])
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
-    procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+def spawn_workers(name: str, url: str | None, envs: list[dict], wandb_mode: str, extra: list[str] = ()) -> int:
+    """Start one worker process per environment of :func:`ablations.placement.placement`; wait; Ctrl-C stops them."""
+    def start(env):
+        cmd = [sys.executable, "-m", "faap.cli", "sweep", "worker", name, "--threads", env["OMP_NUM_THREADS"],
+               "--wandb", wandb_mode, *extra] + (["--storage", url] if url else [])
+        return subprocess.Popen(cmd, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **env})
+
+    procs = [start(env) for env in envs]
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
@@ -115,7 +116,7 @@ def spawn_workers(name: str, url: str | None, workers: int, wandb_mode: str, ext
 
 
 def resume_hint(name: str, url: str | None) -> str:
-    storage = f" --storage {url}" if url and url != default_storage_url() else ""
+    storage = f" --storage {mask_url(url)}" if url and url != default_storage_url() else ""
     return f"faap sweep resume {name}{storage}"
 
 
@@ -128,7 +129,8 @@ def status_frame(name: str, url: str | None):
     for s in baseline_studies(study, url) + [study]:
         for t in s.get_trials(deepcopy=False):
             row = {"study": "main" if s is study else s.user_attrs.get("variant", s.study_name), "trial": t.number,
-                   "state": t.state.name, **{f"param:{k}": v for k, v in t.params.items()}}
+                   "state": t.state.name, "worker": t.user_attrs.get("worker"), "gpu": t.user_attrs.get("gpu"),
+                   **{f"param:{k}": v for k, v in t.params.items()}}
             for o, v in zip(study.spec.objectives, t.values or [None] * len(study.spec.objectives)):
                 row[o["metric"]] = v
             seeds = {k[5:]: a for k, a in t.user_attrs.items() if re.fullmatch(r"seed_\d+", k)}

@@ -7,6 +7,10 @@
 
 The study lock is a file lock beside the journal (local workers) or a PostgreSQL advisory
 lock (workers on many machines).
+
+An RDB storage is checked once before a command uses it (:func:`check_reachable`: one
+line naming the URL, password masked); afterwards every call retries while the server is
+away (:mod:`ablations.faults`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,14 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 
+from ablations import faults
 from faap.errors import UserError
+
+_timeout = faults.DEFAULT_TIMEOUT
+_retries: dict[str, faults.Retry] = {}
+
 
 def runs_root() -> str:
     """The project's runs folder: ``$FAAP_RUNS``, default ``runs`` in the working directory."""
@@ -31,17 +41,75 @@ def is_rdb(url: str) -> bool:
     return "://" in url
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password shown as *** (postgresql://user:***@host/db), for every message."""
+    if not is_rdb(url):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable by SQLAlchemy: mask what sits between 'user:' and '@'
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def set_storage_timeout(seconds: float) -> None:
+    """How long this process's storage calls retry an unreachable server (``--storage-timeout``)."""
+    global _timeout
+    if not seconds > 0:
+        raise UserError(f"--storage-timeout must be > 0 seconds (got {seconds:g})")
+    _timeout = seconds
+    for r in _retries.values():
+        r.timeout = seconds
+
+
+def retry_for(url: str) -> faults.Retry:
+    """The one backoff state of ``url`` in this process (shared by the storage and the study lock)."""
+    if url not in _retries:
+        _retries[url] = faults.Retry(mask_url(url), _timeout)
+    return _retries[url]
+
+
+def check_reachable(url: str | None, connect_timeout: int = 10) -> None:
+    """Fail in one line (URL masked) when an RDB storage cannot be connected to; nothing is created.
+
+    SQLite is left alone: connecting to it creates the file.
+    """
+    if not url or not is_rdb(url) or url.startswith("sqlite"):
+        return
+    import sqlalchemy
+
+    args = {"connect_timeout": connect_timeout} if url.startswith("postgresql") else {}
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=args)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+    except Exception as e:  # server down, refused login, unknown database, missing driver, bad URL
+        raise UserError(f"cannot reach storage {mask_url(url)}: {faults.reason(e)}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
 def open_storage(url: str | None, create: bool = True):
     """An Optuna storage object for ``url`` (a journal file path or an RDB URL)."""
-    import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     url = url or default_storage_url()
     if is_rdb(url):
+        from optuna.storages import RDBStorage
+        from optuna.storages._cached_storage import _CachedStorage
+
+        retry = retry_for(url)
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        except Exception as e:  # driver missing, server down, bad URL: one line
-            raise UserError(f"cannot open storage {url}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+            rdb = retry(lambda: RDBStorage(url, engine_kwargs={"pool_pre_ping": True}))
+        except faults.StorageLost:
+            raise
+        except Exception as e:  # driver missing, bad URL: one line
+            raise UserError(f"cannot open storage {mask_url(url)}: {faults.reason(e)}") from None
+        # Optuna caches an RDBStorage it is given (finished trials); our wrapper hides the type, so cache here.
+        return faults.retrying_storage(_CachedStorage(rdb), retry)
     if not create and not os.path.isfile(url):
         raise UserError(f"no study storage at {url} (run 'faap sweep run SPEC' first, or pass --storage)")
     os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
@@ -64,17 +132,28 @@ def study_lock(url: str | None, study: str):
 
         key = int.from_bytes(hashlib.sha256(f"faap:{study}".encode()).digest()[:8], "big", signed=True)
         engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        conn = retry_for(url)(lambda: _advisory_lock(engine, key))
+        try:
+            yield
+        finally:
             try:
-                yield
-            finally:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        engine.dispose()
+                conn.close()
+            except Exception as e:
+                # The server dropped the session (restart): PostgreSQL released its advisory lock with it.
+                if not faults.is_connection_error(e):
+                    raise
+            engine.dispose()
         return
     if is_rdb(url) and not url.startswith("sqlite"):
         raise UserError(f"storage {url.split('://')[0]} is not supported for parallel studies: use PostgreSQL "
                         f"or the embedded journal")
+    with _file_lock(url, study):
+        yield
+
+
+@contextlib.contextmanager
+def _file_lock(url: str, study: str):
     path = url.split("sqlite:///")[-1] if url.startswith("sqlite") else url
     lock_path = f"{os.path.abspath(path)}.{study}.lock"
     os.makedirs(os.path.dirname(lock_path), exist_ok=True)
@@ -84,3 +163,16 @@ def study_lock(url: str | None, study: str):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _advisory_lock(engine, key: int):
+    """A connection holding PostgreSQL advisory lock ``key`` (closed again if taking the lock fails)."""
+    import sqlalchemy
+
+    conn = engine.connect()
+    try:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+    except BaseException:
+        conn.close()
+        raise
+    return conn

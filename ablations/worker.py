@@ -8,7 +8,11 @@ Fault tolerance, the same for the journal file and RDB storages:
   than ``grace`` seconds (its worker was killed or lost) and enqueues it again with the
   same parameters and trial folder, so the retry resumes from the last epoch checkpoint;
 * a trial that raises is recorded as FAIL with its reason and not retried; the study goes on;
-* Ctrl-C fails the running trial as "interrupted", enqueues its retry, and says how to resume.
+* Ctrl-C fails the running trial as "interrupted", enqueues its retry, and says how to resume;
+* an RDB storage that goes away is retried for ``--storage-timeout`` seconds
+  (:mod:`ablations.faults`), then the worker stops and its trial stays RUNNING until it
+  goes stale. Keep ``--storage-timeout`` below ``--grace``: a worker that waits out an
+  outage longer than the others' grace comes back to find its trial re-run by another.
 
 Idle workers wait while other workers' trials run (one of them may go stale) and exit when
 nothing is waiting or running.
@@ -16,6 +20,7 @@ nothing is waiting or running.
 
 from __future__ import annotations
 
+import _thread
 import os
 import socket
 import threading
@@ -25,7 +30,9 @@ import traceback
 import optuna
 from optuna.trial import TrialState
 
+from ablations.faults import StorageLost
 from ablations.objective import run_trial
+from ablations.placement import this_gpu
 from ablations.storage import runs_dir_for, study_lock
 from ablations.study import baseline_studies, load
 
@@ -37,11 +44,19 @@ class Heartbeat:
         self.storage, self.trial_id, self.interval = storage, trial_id, interval
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.lost: StorageLost | None = None
 
     def _beat(self):
         while not self.stop_event.wait(self.interval):
             try:
                 self.storage.set_trial_user_attr(self.trial_id, "heartbeat", time.time())
+            except StorageLost as e:
+                # Training on without heartbeats would let another worker re-run this trial beside this one
+                # (same folder) once the storage is back: stop the worker (the main thread sees self.lost).
+                self.lost = e
+                if not self.stop_event.is_set():
+                    _thread.interrupt_main()
+                return
             except Exception:  # the trial finished (or was taken over): nothing left to stamp
                 return
 
@@ -125,30 +140,41 @@ def work(name: str, url: str | None, wandb_mode: str = "auto", max_trials: int |
     ensure_clean_baseline(study, url)
     study_dir = runs_dir_for(url, name)
     poll = poll or max(1.0, heartbeat_interval)
-    ran, tag = 0, f"[worker {os.getpid()}]"
-    while max_trials is None or ran < max_trials:
-        picked = None
-        with study_lock(url, name):
-            for s in studies:
-                reaped = reap_stale(s, grace, reclaim_running)
-                if reaped:
-                    log(f"{tag} re-queued trial(s) {reaped} of {s.study_name}: {LOST}")
+    ran, tag, who = 0, f"[worker {os.getpid()}]", {"worker": f"{socket.gethostname()}:{os.getpid()}", "gpu": this_gpu()}
+    try:
+        while max_trials is None or ran < max_trials:
+            picked = _take(study, studies, url, grace, reclaim_running, who, lambda m: log(f"{tag} {m}"))
             reclaim_running = False
-            for s in studies:
-                if _has_waiting(s) or (s is study and budget_left(s)):
-                    trial = s.ask()
-                    s._storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
-                    s._storage.set_trial_user_attr(trial._trial_id, "worker", f"{socket.gethostname()}:{os.getpid()}")
-                    picked = (s, trial)
-                    break
-        if picked is None:
-            if _running(studies):
-                time.sleep(poll)
-                continue
-            break
-        _run_one(*picked, spec, study_dir, wandb_mode, heartbeat_interval, tag, log)
-        ran += 1
+            if picked is None:
+                if _running(studies):
+                    time.sleep(poll)
+                    continue
+                break
+            _run_one(*picked, spec, study_dir, wandb_mode, heartbeat_interval, tag, log)
+            ran += 1
+    except StorageLost as e:
+        from ablations.runner import resume_hint
+
+        raise StorageLost(f"{e}: worker {os.getpid()} stopped; its running trial resumes from its checkpoint once "
+                          f"the storage is back (any worker of the study, or {resume_hint(name, url)})") from None
     return ran
+
+
+def _take(study, studies, url, grace, reclaim_running, who, log):
+    """Under the study lock: re-queue stale trials, then ask for a trial (baselines first); None if none is left."""
+    with study_lock(url, study.study_name):
+        for s in studies:
+            reaped = reap_stale(s, grace, reclaim_running)
+            if reaped:
+                log(f"re-queued trial(s) {reaped} of {s.study_name}: {LOST}")
+        for s in studies:
+            if _has_waiting(s) or (s is study and budget_left(s)):
+                trial = s.ask()
+                s._storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
+                for key, value in who.items():  # which worker (host:pid) and GPU run it: `faap sweep status`
+                    s._storage.set_trial_user_attr(trial._trial_id, key, value)
+                return s, trial
+    return None
 
 
 def _run_one(s, trial, spec, study_dir, wandb_mode, heartbeat_interval, tag, log):
@@ -156,7 +182,7 @@ def _run_one(s, trial, spec, study_dir, wandb_mode, heartbeat_interval, tag, log
     what = f"{s.study_name} trial {trial.number}"
     log(f"{tag} start {what}" + (f" (retry of {trial.user_attrs['retry_of']})" if "retry_of" in trial.user_attrs else ""))
     t0 = time.time()
-    with Heartbeat(s._storage, trial._trial_id, heartbeat_interval):
+    with Heartbeat(s._storage, trial._trial_id, heartbeat_interval) as beat:
         try:
             values = run_trial(trial, spec, study_dir, variant, {} if variant else None, wandb_mode,
                                progress=False, log=lambda m: log(f"{tag}{m}"))
@@ -165,7 +191,11 @@ def _run_one(s, trial, spec, study_dir, wandb_mode, heartbeat_interval, tag, log
             log(f"{tag} pruned {what}: {e}")
             return
         except KeyboardInterrupt:
+            if beat.lost:  # the heartbeat thread gave up on the storage (not a Ctrl-C)
+                raise beat.lost from None
             fail_and_retry(s, s._storage.get_trial(trial._trial_id), "interrupted (Ctrl-C)")
+            raise
+        except StorageLost:  # not the trial's fault: it stays RUNNING and is re-run from its checkpoint
             raise
         except Exception as e:
             reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:500]
