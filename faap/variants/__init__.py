@@ -1,13 +1,22 @@
-"""The variant registry: one small file per variant, looked up by name."""
+"""The variant registry: one small file per variant, looked up by name.
+
+Every module of this package is imported here, and defining a :class:`Variant` subclass with a
+``name`` registers it: a new variant is one new file, nothing else to edit.
+"""
 
 from __future__ import annotations
 
-from faap.errors import ConfigError, did_you_mean
-from faap.variants.adversarial import Adversarial
-from faap.variants.base import StepState, Variant
-from faap.variants.infonce import InfoNCE
+import importlib
+import pkgutil
 
-VARIANTS: dict[str, type[Variant]] = {v.name: v for v in (Adversarial, InfoNCE)}
+from faap.errors import ConfigError, did_you_mean
+from faap.variants.base import REGISTRY, StepState, Variant
+
+for _module in pkgutil.iter_modules(__path__):  # sorted by name: the registry's order
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+VARIANTS: dict[str, type[Variant]] = REGISTRY
+"""name -> variant class (the same dict as ``base.REGISTRY``)."""
 
 
 def get_variant(name: str) -> type[Variant]:

@@ -40,11 +40,30 @@ class StepState:
         return slice(self.n_female, None)
 
 
+REGISTRY: dict[str, type["Variant"]] = {}
+"""Every variant class with a ``name``, registered when its class is defined (see ``faap.variants``)."""
+
+
 class Variant(nn.Module, abc.ABC):
-    """Base class; subclasses set ``name`` and ``Config`` and implement :meth:`loss_terms`."""
+    """Base class; subclasses set ``name`` (and ``Config`` when they add settings) and implement
+    :meth:`loss_terms`. Defining the subclass registers it and names its config class after it."""
 
     name = ""
     Config = TrainConfig
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.name:
+            return
+        if "Config" not in cls.__dict__:  # no settings of its own: a config class of its own all the same
+            cls.Config = dataclass(type(f"{cls.__name__}Config", (cls.Config,), {"__module__": cls.__module__}))
+        owner = cls.Config.__dict__.get("variant_name")
+        if owner and owner != cls.name:
+            raise TypeError(f"{cls.Config.__name__} already belongs to variant '{owner}'")
+        if cls.name in REGISTRY and REGISTRY[cls.name].__qualname__ != cls.__qualname__:
+            raise TypeError(f"variant name '{cls.name}' is taken by {REGISTRY[cls.name].__qualname__}")
+        cls.Config.variant_name = cls.name
+        REGISTRY[cls.name] = cls
 
     def __init__(self, cfg: TrainConfig, hidden_dim: int):
         super().__init__()

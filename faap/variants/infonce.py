@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from faap.augment import STRENGTHS, color_augment
-from faap.config import ConfigError, TrainConfig
+from faap.config import TrainConfig, bounded
 from faap.heads import ProjectionHead
 from faap.losses import cross_gender_infonce
 from faap.variants.base import StepState, Variant
@@ -15,38 +15,27 @@ from faap.variants.base import StepState, Variant
 
 @dataclass
 class InfoNCEConfig(TrainConfig):
-    variant_name = "infonce"
+    # A changed default keeps the bounds TrainConfig declares for the field.
     optimizer: str = "adamw"
     """AdamW over G and the projection head."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    temperature: float = 0.07
+    temperature: float = bounded(0.07, gt=0)
     """InfoNCE temperature tau."""
-    asymmetric_f: float = 1.5
+    asymmetric_f: float = bounded(1.5, ge=0)
     """Weight a_f of the female->male direction."""
-    asymmetric_m: float = 0.5
+    asymmetric_m: float = bounded(0.5, ge=0)
     """Weight a_m of the male->female direction."""
-    lambda_infonce: float = 1.0
+    lambda_infonce: float = bounded(1.0, ge=0)
     """Weight of the InfoNCE term in G's loss."""
-    aug_strength: str = "medium"
+    aug_strength: str = bounded("medium", choices=tuple(STRENGTHS))
     """Colour augmentation of perturbed images: none, weak, medium, strong."""
-    proj_dim: int = 128
+    proj_dim: int = bounded(128, gt=0)
     """Output size of the projection head."""
-    proj_hidden: int = 256
+    proj_hidden: int = bounded(256, gt=0)
     """Hidden size of the projection head."""
     skip_incomplete_batches: bool = True
     """Skip a step whose batch lacks a group (no G step, as the original); False takes a detection-only step."""
-
-    def check(self):
-        super().check()
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0 (got {self.temperature})")
-        for name in ("asymmetric_f", "asymmetric_m", "lambda_infonce"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
-        if self.proj_dim <= 0 or self.proj_hidden <= 0:
-            raise ConfigError("proj_dim and proj_hidden must be > 0")
-        self._choice("aug_strength", tuple(STRENGTHS))
 
 
 class InfoNCE(Variant):
