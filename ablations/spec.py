@@ -33,13 +33,12 @@ import yaml
 
 from faap.config import read_config_file
 from faap.errors import UserError, did_you_mean
+from faap.metrics import MAXIMIZE, METRICS, MINIMIZE
 from faap.variants import VARIANTS, config_class, make_config
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2", "auto")
 PRUNERS = ("median", "hyperband", "wilcoxon", "none")
 PARAM_TYPES = ("float", "int", "categorical", "grid")
-METRICS = {"AP_gap": "minimize", "abs_AP_gap": "minimize", "AR_gap": "minimize", "AP_mean": "maximize",
-           "AP_female": "maximize", "AP_male": "maximize", "AR_female": "maximize"}
 CONSTRAINT_METRICS = ("AP_mean_drop", "AP_female_drop", "AP_male_drop")
 KEYS = ("study", "variant", "data", "detector", "base_config", "fixed", "search_space", "sampler", "objectives",
         "constraints", "pruner", "n_trials", "seeds", "baselines", "description")
@@ -195,8 +194,8 @@ def parse_spec(raw, source: str = "<spec>") -> StudySpec:
         if not isinstance(o, dict) or o.get("metric") not in METRICS:
             _fail(source, f"unknown objective metric {o.get('metric') if isinstance(o, dict) else o!r} "
                           f"(use one of {', '.join(METRICS)})")
-        o.setdefault("direction", METRICS[o["metric"]])
-        if o["direction"] not in ("minimize", "maximize"):
+        o.setdefault("direction", METRICS[o["metric"]].direction)
+        if o["direction"] not in (MINIMIZE, MAXIMIZE):
             _fail(source, f"objective direction must be minimize or maximize (got {o['direction']!r})")
     constraints = raw.get("constraints") or []
     for c in constraints:

@@ -15,7 +15,7 @@ import yaml
 
 from faap import distributed as dist
 from faap import checkpoint as ckpt
-from faap.config import SELECT_METRICS, code_commit
+from faap.config import code_commit
 from faap.data.coco import SPLITS, fingerprint, load_split
 from faap.data.images import screen
 from faap.data.loader import BalancedGroupSampler, GenderDetection, make_loader
@@ -26,6 +26,7 @@ from faap.errors import UserError
 from faap.evaluate import (Evaluator, clean_baseline, clean_detections_path, nan_to_none, summarize,
                            write_detections)
 from faap.generator import PerturbationGenerator
+from faap.metrics import METRICS
 from faap.schedules import beta_at
 from faap.variants import get_variant
 
@@ -233,8 +234,7 @@ class Run:
 
     def select(self, history: list[dict]) -> dict:
         """The validation record of the selected epoch (ties: the earliest)."""
-        pick = SELECT_METRICS[self.cfg.select_metric]
-        return pick(history, key=lambda r: (r[self.cfg.select_metric], r["epoch"] if pick is min else -r["epoch"]))
+        return METRICS[self.cfg.select_metric].best(history)
 
     def finish(self, history: list[dict]) -> dict:
         """Test the selected checkpoint once; write summary.json."""

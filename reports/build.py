@@ -26,6 +26,7 @@ from analysis.study import load_study_data
 from faap.data.coco import load_split
 from faap.errors import UserError
 from faap.evaluate import read_detections
+from faap.metrics import METRICS, MINIMIZE
 from reports import figures
 from reports.examples import example_grid
 
@@ -110,7 +111,7 @@ def _context(name: str, url: str | None, out_dir: str, replicates: int, n_images
     trials = [c for c in data.conditions.values() if c.kind == "trial"]
     if not trials:
         raise UserError(f"study '{name}' has no completed trial yet (see 'faap sweep status {name}')")
-    lower = data.spec.objectives[0]["direction"] == "minimize"
+    lower = data.spec.objectives[0]["direction"] == MINIMIZE  # the study's own direction
     ranked = sorted(trials, key=lambda c: c.value if lower else -c.value)
     ref = "adversarial" if "adversarial" in data.conditions else "clean"
     compared = ["clean"] + [b for b in ("adversarial",) if b in data.conditions] + [c.name for c in trials]
@@ -210,7 +211,7 @@ def comparison_table(ctx: Context) -> list[str]:
 
 
 def seeds_section(ctx: Context) -> list[str]:
-    data, lower = ctx.data, ctx.spec.objectives[0]["direction"] == "minimize"
+    data, lower = ctx.data, METRICS["AP_gap"].lower_is_better  # the values compared are test AP gaps
     per_seed = {c: [data.run_summary(r)["test"]["AP_gap"] for r in data.conditions[c].runs]
                 for c in ctx.compared if c != "clean"}
     lines = ["## Across seeds (test AP gap of each seed's run)", "",
