@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from faap.augment import color_augment
 from faap.data.loader import GenderDetection, collate
 from faap.data.transforms import build_transforms
-from faap.generator import PerturbationGenerator, perturb
+from faap.generator import PerturbationGenerator, build_generator, perturb
 from faap.variants import get_variant
 
 # Verdict rules (stated in the report next to every verdict).
@@ -70,7 +70,7 @@ def alignment(z_f: torch.Tensor, z_m: torch.Tensor) -> float:
 
 @torch.no_grad()
 def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 64, device: str = "cpu") -> dict:
-    from faap.reeval import open_run
+    from faap.runtime import open_run
 
     cfg, state, groups, detector = open_run(run_dir, epoch, "val", device)
     tf = build_transforms(False, cfg.train_scales, cfg.max_size, cfg.eval_size)
@@ -82,9 +82,7 @@ def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 
     torch.manual_seed(cfg.seed)
     PerturbationGenerator()
     variant_init = get_variant(cfg.variant)(cfg, detector.hidden_dim)
-    generator = PerturbationGenerator(channels_last=cfg.channels_last)
-    generator.load_state_dict(state["generator"])
-    generator.eval()
+    generator = build_generator(cfg.channels_last, device, state["generator"]).eval()
     variant = get_variant(cfg.variant)(cfg, detector.hidden_dim)
     variant.load_state_dict(state["variant"])
     torch.manual_seed(0)

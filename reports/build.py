@@ -27,6 +27,7 @@ from faap.data.coco import load_split
 from faap.errors import UserError
 from faap.evaluate import read_detections
 from faap.metrics import METRICS, MINIMIZE
+from faap.rundir import RunDir
 from reports import figures
 from reports.examples import example_grid
 
@@ -98,7 +99,7 @@ def _tables(data, split: str, names: list[str]) -> tuple[dict, dict]:
             if name == "clean":
                 path = data.run_summary(run)["clean_detections"][split]
             else:
-                path = os.path.join(run, "eval", f"{split}_detections.json.gz")
+                path = RunDir(run).detections_path(split)
             saved = read_detections(path)
             for group, store in (("male", male), ("female", female)):
                 table = match_table(groups[group].coco, saved["detections"][group], saved["image_ids"][group])
@@ -312,9 +313,8 @@ def other_section(ctx: Context) -> list[str]:
              f"{_ci(test[best.name]['AP_gap'])}."]
     sizes = {}
     for cname in ("clean", ref, best.name):
-        run = data.conditions[cname].runs[0] if cname != "clean" else best.runs[0]
-        with open(os.path.join(run, "eval", f"test_epoch_{data.run_summary(run)['selected_epoch']:04d}.json")) as f:
-            ev = json.load(f)["details"]["baseline" if cname == "clean" else "perturbed"]
+        run = RunDir(data.conditions[cname].runs[0] if cname != "clean" else best.runs[0])
+        ev = run.read_eval("test", run.selected_epoch())["details"]["baseline" if cname == "clean" else "perturbed"]
         sizes[cname] = {f"{g} {s}": ev[g][k] if ev[g][k] is not None else float("nan")
                         for g in ("female", "male") for s, k in SIZE_STATS.items()}
     ctx.report["ap_by_size"] = sizes

@@ -36,9 +36,12 @@ def small_study(tiny_data, tmp_path_factory):
     return name, url, tmp
 
 
-def test_study_report_numbers_equal_stored(small_study):
+def test_study_report_numbers_equal_stored(small_study, monkeypatch):
+    import ablations.runner
     from reports.build import build
 
+    # Loaders only read: the report never resolves (and so never writes) the study's data.
+    monkeypatch.setattr(ablations.runner, "resolve_data", lambda spec: pytest.fail("the study loader wrote data"))
     name, url, tmp = small_study
     out = str(tmp / "report")
     rep = build(name, url, out, replicates=200, n_images=12)

@@ -25,6 +25,12 @@ def get_variant(name: str) -> type[Variant]:
     return VARIANTS[name]
 
 
+def variant_of_original(checkpoint: dict) -> str:
+    """The variant an original training checkpoint came from (by the module state it holds), or ''."""
+    found = [n for n, v in VARIANTS.items() if v.original_checkpoint_key and v.original_checkpoint_key in checkpoint]
+    return found[0] if found else ""
+
+
 def config_class(name: str):
     return get_variant(name).Config
 
@@ -43,4 +49,4 @@ def make_config(name: str, values: dict):
     return build_config(config_class(name), values, others)
 
 
-__all__ = ["VARIANTS", "Variant", "StepState", "get_variant", "make_config"]
+__all__ = ["VARIANTS", "Variant", "StepState", "get_variant", "make_config", "variant_of_original"]

@@ -41,6 +41,7 @@ def _labels(n: int, value: int, device) -> torch.Tensor:
 class Adversarial(Variant):
     name = "adversarial"
     Config = AdversarialConfig
+    original_checkpoint_key = "discriminator"
 
     def __init__(self, cfg: AdversarialConfig, hidden_dim: int):
         super().__init__(cfg, hidden_dim)

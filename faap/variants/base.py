@@ -50,6 +50,8 @@ class Variant(nn.Module, abc.ABC):
 
     name = ""
     Config = TrainConfig
+    original_checkpoint_key = ""
+    """Key of the variant's own module in the original code's training checkpoints (recognises them)."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

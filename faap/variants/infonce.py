@@ -41,6 +41,7 @@ class InfoNCEConfig(TrainConfig):
 class InfoNCE(Variant):
     name = "infonce"
     Config = InfoNCEConfig
+    original_checkpoint_key = "proj_head"
 
     def __init__(self, cfg: InfoNCEConfig, hidden_dim: int):
         super().__init__(cfg, hidden_dim)
