@@ -19,7 +19,7 @@ A spec::
     pruner: {type: median, n_startup_trials: 2, n_warmup_steps: 1}   # median, hyperband, wilcoxon, none
     n_trials: 20
     seeds: [42, 43, 44]                 # each trial's value is the mean over its seeds
-    baselines: [adversarial, clean]     # run first: the 7th with its defaults; the clean detector
+    baselines: [adversarial, clean]     # run first, with their defaults (default: the variant's reference, clean)
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def parse_spec(raw, source: str = "<spec>") -> StudySpec:
     seeds = raw.get("seeds", [42])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
         _fail(source, "seeds must be a non-empty list of distinct ints")
-    baselines = raw.get("baselines", ["adversarial", "clean"]) or []
+    baselines = raw.get("baselines", list(dict.fromkeys([VARIANTS[variant].reference, "clean"]))) or []
     for b in baselines:
         if b != "clean" and b not in VARIANTS:
             _fail(source, f"unknown baseline '{b}' (use 'clean' or a variant: {', '.join(VARIANTS)})")

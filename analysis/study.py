@@ -1,7 +1,7 @@
 """Load a finished (or running) study into tidy pandas frames and per-condition run lists.
 
 A *condition* is what a report compares: ``clean`` (the unperturbed detector), each baseline
-variant (``adversarial``: the 7th with its defaults) and each trial of the study
+variant (run with its defaults; the study's variant names its reference) and each trial of the study
 (``trial N``), each with one run folder per seed.
 """
 

@@ -23,7 +23,7 @@ from faap.errors import UserError
 from faap.evaluate import read_detections
 from faap.rundir import RunDir
 from reports import figures
-from reports.build import LABELS, ORIGINAL_CLAIM, _ci, _fmt, verdict_word
+from reports.build import CLEAN_LABEL, ORIGINAL_CLAIM, _ci, _fmt, verdict_word
 
 CLEAN = "clean"
 SUMMARY_FIELDS = ("dataset_fingerprint", "detector_id")
@@ -58,7 +58,7 @@ class RunsContext:
         return next(iter(self.conditions.values()))[0]
 
     def label(self, cname: str) -> str:
-        return LABELS[CLEAN] if cname == CLEAN else cname
+        return CLEAN_LABEL if cname == CLEAN else cname
 
 
 def parse_runs(specs: list[str]) -> dict[str, list[str]]:

@@ -42,6 +42,7 @@ class Adversarial(Variant):
     name = "adversarial"
     Config = AdversarialConfig
     original_checkpoint_key = "discriminator"
+    label = "7th (adversarial)"
 
     def __init__(self, cfg: AdversarialConfig, hidden_dim: int):
         super().__init__(cfg, hidden_dim)
