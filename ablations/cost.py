@@ -8,20 +8,10 @@ trained against the epochs the trial would have trained without pruning.
 
 from __future__ import annotations
 
-import json
-import os
-
 import pandas as pd
 
 from ablations.study import baseline_studies, load
-
-
-def _epochs(run_dir: str) -> list[dict]:
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from faap.rundir import RunDir
 
 
 def cost_frame(name: str, url: str | None) -> pd.DataFrame:
@@ -34,15 +24,11 @@ def cost_frame(name: str, url: str | None) -> pd.DataFrame:
             if t.state.name not in ("COMPLETE", "PRUNED") or t.datetime_complete is None:
                 continue
             trial_dir = t.user_attrs.get("trial_dir")
-            records = [r for seed in spec.seeds for r in _epochs(os.path.join(trial_dir, f"seed{seed}"))]
+            runs = [RunDir.of_seed(trial_dir, seed) for seed in spec.seeds]
+            records = [r for run in runs for r in run.read_metrics()]
             train = sum(r.get("train_seconds", 0.0) for r in records)
             val = sum(r["epoch_seconds"] - r.get("train_seconds", 0.0) for r in records)
-            test = 0.0
-            for seed in spec.seeds:
-                summary = os.path.join(trial_dir, f"seed{seed}", "summary.json")
-                if os.path.isfile(summary):
-                    with open(summary) as f:
-                        test += json.load(f).get("final_eval_seconds", 0.0)
+            test = sum(run.read_summary().get("final_eval_seconds", 0.0) for run in runs if run.finished())
             wall = (t.datetime_complete - t.datetime_start).total_seconds()
             rows.append({"study": "main" if s is study else s.user_attrs.get("variant"), "trial": t.number,
                          "state": t.state.name, "wall_s": wall, "train_s": train, "val_eval_s": val,

@@ -14,7 +14,7 @@ import statistics
 import optuna
 
 from ablations.spec import StudySpec
-from faap import checkpoint as ckpt
+from faap.rundir import RunDir
 from faap.tracking import WandbTracker
 from faap.trainer import Run
 from faap.variants import make_config
@@ -94,9 +94,10 @@ def run_trial(trial: optuna.Trial, spec: StudySpec, study_dir: str, variant: str
             values = spec.trial_values(params, seed)
         values.setdefault("select_metric", metrics[0])
         cfg = make_config(variant, values)
-        run_dir = os.path.join(trial_dir, f"seed{seed}")
-        done = ckpt.list_epochs(run_dir) if os.path.isdir(run_dir) else []
-        if done and resumed_from is None and not os.path.isfile(os.path.join(run_dir, "summary.json")):
+        run = RunDir.of_seed(trial_dir, seed)
+        run_dir = run.path
+        done = run.checkpoint_epochs()
+        if done and resumed_from is None and not run.finished():
             resumed_from = done[-1] + 1
             trial.set_user_attr("resumed_from_epoch", resumed_from)
         tracker = WandbTracker(wandb_mode, group=spec.study,

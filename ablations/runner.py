@@ -14,10 +14,8 @@ import yaml
 from optuna.trial import TrialState
 
 from ablations.spec import StudySpec, load_spec, parse_spec
-from ablations.storage import default_storage_url, mask_url, runs_root, study_lock
+from ablations.storage import SYNTHETIC, data_root, default_storage_url, mask_url, runs_root, study_lock
 from ablations.study import baseline_studies, create_or_load, load
-
-SYNTHETIC = "synthetic"
 
 
 def resolve_data(spec: StudySpec) -> StudySpec:
@@ -25,7 +23,7 @@ def resolve_data(spec: StudySpec) -> StudySpec:
     from faap.data.coco import fingerprint
 
     if spec.data == SYNTHETIC:
-        root = os.path.abspath(os.path.join(runs_root(), "data", "synthetic"))
+        root = data_root(spec.data)
         with study_lock(os.path.join(runs_root(), "data", "lock"), "synthetic"):
             if not os.path.isfile(os.path.join(root, "men_split", "gender_men_test.json")):
                 from faap.data.synth import generate
@@ -46,7 +44,7 @@ def ensure_clean_baseline(study: optuna.Study, url: str | None) -> dict:
     from faap.data.coco import fingerprint, load_split
     from faap.detector import load_detector
     from faap.evaluate import Evaluator, clean_baseline, summarize
-    from faap.trainer import resolve_device
+    from faap.runtime import resolve_device
     from faap.variants import make_config
 
     spec = study.spec

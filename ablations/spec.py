@@ -19,7 +19,7 @@ A spec::
     pruner: {type: median, n_startup_trials: 2, n_warmup_steps: 1}   # median, hyperband, wilcoxon, none
     n_trials: 20
     seeds: [42, 43, 44]                 # each trial's value is the mean over its seeds
-    baselines: [adversarial, clean]     # run first: the 7th with its defaults; the clean detector
+    baselines: [adversarial, clean]     # run first, with their defaults (default: the variant's reference, clean)
 """
 
 from __future__ import annotations
@@ -33,13 +33,12 @@ import yaml
 
 from faap.config import read_config_file
 from faap.errors import UserError, did_you_mean
+from faap.metrics import MAXIMIZE, METRICS, MINIMIZE
 from faap.variants import VARIANTS, config_class, make_config
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2", "auto")
 PRUNERS = ("median", "hyperband", "wilcoxon", "none")
 PARAM_TYPES = ("float", "int", "categorical", "grid")
-METRICS = {"AP_gap": "minimize", "abs_AP_gap": "minimize", "AR_gap": "minimize", "AP_mean": "maximize",
-           "AP_female": "maximize", "AP_male": "maximize", "AR_female": "maximize"}
 CONSTRAINT_METRICS = ("AP_mean_drop", "AP_female_drop", "AP_male_drop")
 KEYS = ("study", "variant", "data", "detector", "base_config", "fixed", "search_space", "sampler", "objectives",
         "constraints", "pruner", "n_trials", "seeds", "baselines", "description")
@@ -195,8 +194,8 @@ def parse_spec(raw, source: str = "<spec>") -> StudySpec:
         if not isinstance(o, dict) or o.get("metric") not in METRICS:
             _fail(source, f"unknown objective metric {o.get('metric') if isinstance(o, dict) else o!r} "
                           f"(use one of {', '.join(METRICS)})")
-        o.setdefault("direction", METRICS[o["metric"]])
-        if o["direction"] not in ("minimize", "maximize"):
+        o.setdefault("direction", METRICS[o["metric"]].direction)
+        if o["direction"] not in (MINIMIZE, MAXIMIZE):
             _fail(source, f"objective direction must be minimize or maximize (got {o['direction']!r})")
     constraints = raw.get("constraints") or []
     for c in constraints:
@@ -216,7 +215,7 @@ def parse_spec(raw, source: str = "<spec>") -> StudySpec:
     seeds = raw.get("seeds", [42])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
         _fail(source, "seeds must be a non-empty list of distinct ints")
-    baselines = raw.get("baselines", ["adversarial", "clean"]) or []
+    baselines = raw.get("baselines", list(dict.fromkeys([VARIANTS[variant].reference, "clean"]))) or []
     for b in baselines:
         if b != "clean" and b not in VARIANTS:
             _fail(source, f"unknown baseline '{b}' (use 'clean' or a variant: {', '.join(VARIANTS)})")

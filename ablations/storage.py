@@ -33,6 +33,15 @@ def runs_root() -> str:
     return os.environ.get("FAAP_RUNS", "runs")
 
 
+SYNTHETIC = "synthetic"
+"""A spec's ``data: synthetic``: the built-in benchmark, written once under runs/data."""
+
+
+def data_root(data: str) -> str:
+    """Where a spec's ``data`` lives ('synthetic': the built-in benchmark's folder); reads and writes nothing."""
+    return os.path.abspath(os.path.join(runs_root(), "data", SYNTHETIC)) if data == SYNTHETIC else data
+
+
 def default_storage_url() -> str:
     return os.path.join(runs_root(), "studies", "journal.log")
 

@@ -241,7 +241,7 @@ def bootstrap_gap(male: dict, female: dict, replicates: int = 1000, seed: int = 
                   seeds: bool = True) -> dict:
     """CIs of each condition's AP/AR per group and gap, and of paired differences between conditions.
 
-    ``male`` and ``female`` map a condition name (e.g. 'clean', 'adversarial', 'trial 3') to a list
+    ``male`` and ``female`` map a condition name (e.g. 'clean', a baseline variant, 'trial 3') to a list
     of :class:`MatchTable` (one per seed's run) on that group's images. The bootstrap is
     hierarchical: each replicate draws the images (one draw per group, shared by every condition:
     paired) and, per condition, its seeds (one draw shared by both groups, since a run's gap is

@@ -1,21 +1,21 @@
 """Load a finished (or running) study into tidy pandas frames and per-condition run lists.
 
 A *condition* is what a report compares: ``clean`` (the unperturbed detector), each baseline
-variant (``adversarial``: the 7th with its defaults) and each trial of the study
+variant (run with its defaults; the study's variant names its reference) and each trial of the study
 (``trial N``), each with one run folder per seed.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 from optuna.trial import TrialState
 
+from ablations.storage import data_root
 from ablations.study import baseline_studies, load
+from faap.rundir import RunDir
 
 
 @dataclass
@@ -44,14 +44,13 @@ class StudyData:
     """Values reported to the pruner: trial, step (seed index x epochs + epoch), value."""
 
     def run_summary(self, run_dir: str) -> dict:
-        with open(os.path.join(run_dir, "summary.json")) as f:
-            return json.load(f)
+        return RunDir(run_dir).read_summary()
 
 
 def _seed_runs(trial) -> list[str]:
     runs = []
     for key, attr in sorted(trial.user_attrs.items()):
-        if re.fullmatch(r"seed_\d+", key) and os.path.isfile(os.path.join(attr["run_dir"], "summary.json")):
+        if re.fullmatch(r"seed_\d+", key) and RunDir(attr["run_dir"]).finished():
             runs.append(attr["run_dir"])
     return runs
 
@@ -76,26 +75,20 @@ def tidy(epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _epoch_rows(run_dir: str, condition: str, trial: int | None) -> list[dict]:
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    seed = int(re.search(r"seed(\d+)$", run_dir.rstrip("/")).group(1))
-    rows = []
-    with open(path) as f:
-        for line in f:
-            rec = json.loads(line)
-            for metric, value in rec.items():
-                if isinstance(value, (int, float)) and metric != "epoch":
-                    rows.append({"condition": condition, "trial": trial, "seed": seed, "run": run_dir,
-                                 "epoch": rec["epoch"], "split": "val", "metric": metric, "value": value})
+    run, rows = RunDir(run_dir), []
+    for rec in run.read_metrics():
+        for metric, value in rec.items():
+            if isinstance(value, (int, float)) and metric != "epoch":
+                rows.append({"condition": condition, "trial": trial, "seed": run.seed, "run": run_dir,
+                             "epoch": rec["epoch"], "split": "val", "metric": metric, "value": value})
     return rows
 
 
 def load_study_data(name: str, url: str | None) -> StudyData:
-    from ablations.runner import resolve_data
-
+    """Everything a report reads about study ``name``; reads only (a missing benchmark is not written)."""
     study = load(name, url)
-    spec = resolve_data(study.spec)  # 'synthetic' -> the built-in benchmark's folder
+    spec = study.spec
+    spec.data = data_root(spec.data)  # 'synthetic' -> the built-in benchmark's folder
     conditions = {"clean": Condition("clean", "clean")}
     trial_rows, epoch_rows, inter_rows = [], [], []
     for bs in baseline_studies(study, url):
@@ -123,6 +116,6 @@ def load_study_data(name: str, url: str | None) -> StudyData:
                 conditions[cname] = Condition(cname, "trial", runs, dict(t.params), t.values[0], t.state.name)
             trial_dir = t.user_attrs.get("trial_dir", "")
             for seed in spec.seeds:
-                epoch_rows += _epoch_rows(os.path.join(trial_dir, f"seed{seed}"), cname, t.number)
+                epoch_rows += _epoch_rows(RunDir.of_seed(trial_dir, seed).path, cname, t.number)
     return StudyData(name, url, spec, study, study.user_attrs.get("clean_baseline", {}), conditions,
                      pd.DataFrame(trial_rows), pd.DataFrame(epoch_rows), pd.DataFrame(inter_rows))

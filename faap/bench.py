@@ -19,8 +19,8 @@ import torch
 from faap.data.transforms import normalize
 from faap.detector import load_detector
 from faap.engine import current_eps, female_first, forward, generator_update, perturb_groups, train_step
-from faap.generator import PerturbationGenerator
-from faap.trainer import resolve_device
+from faap.generator import build_generator
+from faap.runtime import resolve_device
 from faap.variants import VARIANTS, StepState, make_config
 
 
@@ -90,9 +90,7 @@ def run(detector_spec="demo", device="auto", batch_size=8, image_size=128, steps
         loss.backward()
 
     torch.manual_seed(0)
-    gen0 = PerturbationGenerator(channels_last=channels_last).to(dev)
-    if channels_last:
-        gen0 = gen0.to(memory_format=torch.channels_last)
+    gen0 = build_generator(channels_last, dev)
 
     def generator_only():
         x_adv, _ = perturb_groups(gen0, x0, mask, n_female, 0.1)
@@ -104,9 +102,7 @@ def run(detector_spec="demo", device="auto", batch_size=8, image_size=128, steps
         for label, step in (("suite", train_step), ("original loop", legacy_step)):
             torch.manual_seed(0)
             cfg = make_config(name, {"amp": amp, "channels_last": channels_last, "data": "-"})
-            gen = PerturbationGenerator(channels_last=channels_last).to(dev)
-            if channels_last:
-                gen = gen.to(memory_format=torch.channels_last)
+            gen = build_generator(channels_last, dev)
             variant = VARIANTS[name](cfg, detector.hidden_dim).to(dev)
             variant.optimizers = variant.make_optimizers()
             opt = torch.optim.Adam(list(gen.parameters()) + variant.g_parameters(), lr=cfg.lr_g)

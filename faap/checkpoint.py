@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import random
-import re
 
 import numpy as np
 import torch
 
 from faap.errors import UserError
+from faap.rundir import RunDir
 
 
 def rng_state() -> dict:
@@ -29,12 +28,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def path_for(run_dir: str, epoch: int) -> str:
-    return os.path.join(run_dir, "checkpoints", f"epoch_{epoch:04d}.pt")
+    return RunDir(run_dir).checkpoint_path(epoch)
 
 
 def list_epochs(run_dir: str) -> list[int]:
-    files = glob.glob(os.path.join(run_dir, "checkpoints", "epoch_*.pt"))
-    return sorted(int(re.search(r"epoch_(\d+)\.pt$", f).group(1)) for f in files)
+    return RunDir(run_dir).checkpoint_epochs()
 
 
 def _write(path: str, state: dict) -> str:

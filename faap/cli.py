@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one variant (one run folder)")
-    t.add_argument("--variant", required=True, help="registered variant: adversarial, infonce")
+    t.add_argument("--variant", required=True, help="a registered variant (faap/variants/, one file each)")
     t.add_argument("--data", help="dataset root")
     t.add_argument("--detector", help="'demo', a transformers folder or hub id, or a DETR .pth")
     t.add_argument("--out", required=True, help="run folder to create (or resume)")

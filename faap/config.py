@@ -16,13 +16,56 @@ from typing import Any, get_type_hints
 import yaml
 
 from faap.errors import ConfigError, did_you_mean
+from faap.metrics import METRICS
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 DATASET_CONFIG = "faap_config.yaml"
 """Config values a dataset folder carries (written by ``faap data synth``), applied beneath the user's."""
-SELECT_METRICS = {"abs_AP_gap": min, "AP_gap": min, "AR_gap": min, "AP_mean": max, "AP_female": max,
-                  "AP_male": max, "AR_female": max}
-"""Validation metrics that can pick a run's epoch, with the direction that is better."""
+
+
+def bounded(default=dataclasses.MISSING, *, gt=None, ge=None, le=None, choices=None,
+            default_factory=dataclasses.MISSING):
+    """A config field with its bounds declared on it (checked by :func:`check_bounds`)::
+
+        lambda_wass: float = bounded(0.2, ge=0)
+        optimizer: str = bounded("adam", choices=("adam", "adamw"))
+    """
+    bounds = {k: v for k, v in (("gt", gt), ("ge", ge), ("le", le), ("choices", choices)) if v is not None}
+    return field(default=default, default_factory=default_factory, metadata={"bounds": bounds})
+
+
+def _bound_error(name: str, value, bounds: dict) -> str | None:
+    """The one-line complaint about ``value`` breaking ``bounds``, or None."""
+    if "choices" in bounds:
+        options = tuple(bounds["choices"])
+        if value not in options:
+            return (f"{name} must be one of {', '.join(options)} (got {value!r})" + did_you_mean(str(value), options))
+        return None
+    if "ge" in bounds and "le" in bounds and not bounds["ge"] <= value <= bounds["le"]:
+        return f"{name} must be in [{bounds['ge']}, {bounds['le']}] (got {value})"
+    for key, op, ok in (("gt", ">", lambda a, b: a > b), ("ge", ">=", lambda a, b: a >= b),
+                        ("le", "<=", lambda a, b: a <= b)):
+        if key in bounds and not ok(value, bounds[key]):
+            return f"{name} must be {op} {bounds[key]} (got {value})"
+    return None
+
+
+def bounds_of(cls, name: str) -> dict:
+    """The bounds declared on field ``name`` of config class ``cls`` or, when a subclass only changes
+    its default (``optimizer: str = "adamw"``), of the nearest base class that declares them."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and "bounds" in f.metadata:
+            return dict(f.metadata["bounds"])
+    return {}
+
+
+def check_bounds(cfg) -> None:
+    """Raise ConfigError naming the first field of ``cfg`` whose value breaks its declared bounds."""
+    for f in dataclasses.fields(cfg):
+        message = _bound_error(f.name, getattr(cfg, f.name), bounds_of(type(cfg), f.name))
+        if message:
+            raise ConfigError(message)
 
 
 @dataclass
@@ -30,9 +73,10 @@ class TrainConfig:
     """Settings shared by every variant."""
 
     variant_name = ""
+    """Set from the owning :class:`faap.variants.base.Variant`'s ``name`` when the variant is defined."""
 
     variant: str = ""
-    """Registered variant name (set by the variant's config class)."""
+    """Registered variant name (set from the variant's config class)."""
     data: str = ""
     """Dataset root (original gender-split layout or {split}.json files)."""
     detector: str = "demo"
@@ -43,59 +87,59 @@ class TrainConfig:
     """Seed of every random draw (init, sampling, augmentation)."""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'."""
-    epochs: int = 24
+    epochs: int = bounded(24, gt=0)
     """Training epochs."""
-    batch_size: int = 4
+    batch_size: int = bounded(4, gt=0)
     """Images per step over both groups."""
-    optimizer: str = "adam"
+    optimizer: str = bounded("adam", choices=("adam", "adamw"))
     """Optimiser of G (and any head trained with it): 'adam' or 'adamw'."""
-    lr_g: float = 1e-4
+    lr_g: float = bounded(1e-4, gt=0)
     """Learning rate of G."""
-    weight_decay: float = 0.0
+    weight_decay: float = bounded(0.0, ge=0)
     """Weight decay of G's optimiser."""
-    grad_clip: float = 0.1
+    grad_clip: float = bounded(0.1, ge=0)
     """Gradient-norm clip of G's step (0 disables)."""
-    eps_start: float = 0.05
+    eps_start: float = bounded(0.05, gt=0)
     """Perturbation budget at epoch 0 (ImageNet-normalised pixel units)."""
-    eps_peak: float = 0.10
+    eps_peak: float = bounded(0.10, gt=0)
     """Budget reached at the end of the warm-up and held."""
-    eps_final: float = 0.09
+    eps_final: float = bounded(0.09, gt=0)
     """Budget at the end of the cool-down."""
-    eps_warmup_epochs: int = 8
+    eps_warmup_epochs: int = bounded(8, ge=0)
     """Epochs of linear warm-up (epochs 0..N-1)."""
-    eps_hold_epochs: int = 6
+    eps_hold_epochs: int = bounded(6, ge=0)
     """Epochs at the peak budget."""
-    eps_cooldown_epochs: int = 10
+    eps_cooldown_epochs: int = bounded(10, ge=0)
     """Epochs of linear cool-down to eps_final."""
-    beta_start: float = 0.5
+    beta_start: float = bounded(0.5, ge=0)
     """Weight of the detection loss at epoch 0."""
-    beta_final: float = 0.6
+    beta_final: float = bounded(0.6, ge=0)
     """Weight of the detection loss at the last epoch."""
-    lambda_wass: float = 0.2
+    lambda_wass: float = bounded(0.2, ge=0)
     """Weight of the one-way Wasserstein matched-score loss."""
-    obj_conf_thresh: float = 0.5
+    obj_conf_thresh: float = bounded(0.5, ge=0, le=1)
     """Objectness threshold of the 'obj_frac' diagnostic."""
-    max_train_per_gender: int = 0
+    max_train_per_gender: int = bounded(0, ge=0)
     """Cap on each group's training pool (0: all images)."""
-    epoch_samples: int = 0
+    epoch_samples: int = bounded(0, ge=0)
     """Samples per epoch (0: 2 x max(n_female, n_male), as the original)."""
-    eval_max_images: int = 0
+    eval_max_images: int = bounded(0, ge=0)
     """Validation images per group used each epoch (0: all); test always uses all."""
     train_scales: list = field(default_factory=lambda: list(range(480, 801, 32)))
     """Shorter-side sizes drawn in training (DETR multi-scale)."""
-    max_size: int = 1333
+    max_size: int = bounded(1333, gt=0)
     """Longest side after resizing."""
-    eval_size: int = 800
+    eval_size: int = bounded(800, gt=0)
     """Shorter side at evaluation."""
     random_crop: bool = True
     """DETR's random-size crop branch in training."""
-    num_workers: int = 0
+    num_workers: int = bounded(0, ge=0)
     """DataLoader worker processes."""
-    select_metric: str = "abs_AP_gap"
-    """Validation metric that picks the epoch tested (gaps minimised, APs maximised; see SELECT_METRICS)."""
-    keep_checkpoints: str = "all"
+    select_metric: str = bounded("abs_AP_gap", choices=tuple(METRICS))
+    """Validation metric that picks the epoch tested (gaps minimised, APs maximised; see faap.metrics)."""
+    keep_checkpoints: str = bounded("all", choices=("all", "last"))
     """'all' epochs' checkpoints, or 'last' and the best so far only."""
-    amp: str = "none"
+    amp: str = bounded("none", choices=("none", "bf16"))
     """Autocast dtype on CUDA: 'none' or 'bf16'."""
     channels_last: bool = False
     """Run G's convolutions in channels_last (NHWC) memory format (measure with faap bench)."""
@@ -106,30 +150,11 @@ class TrainConfig:
 
     # ---- validation ------------------------------------------------------------------
     def check(self) -> None:
-        """Raise ConfigError on values that cannot work."""
-        positive = ["epochs", "batch_size", "lr_g", "eps_start", "eps_peak", "eps_final", "eval_size", "max_size"]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0 (got {getattr(self, name)})")
-        non_negative = ["weight_decay", "grad_clip", "beta_start", "beta_final", "lambda_wass",
-                        "max_train_per_gender", "epoch_samples", "eval_max_images", "num_workers",
-                        "eps_warmup_epochs", "eps_hold_epochs", "eps_cooldown_epochs"]
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
-        self._choice("optimizer", ("adam", "adamw"))
-        self._choice("select_metric", tuple(SELECT_METRICS))
-        self._choice("keep_checkpoints", ("all", "last"))
-        self._choice("amp", ("none", "bf16"))
-        if not 0 <= self.obj_conf_thresh <= 1:
-            raise ConfigError(f"obj_conf_thresh must be in [0, 1] (got {self.obj_conf_thresh})")
+        """Raise ConfigError on values that cannot work (bounds are declared on the fields; a variant's
+        config overrides this only for checks that span several fields)."""
+        check_bounds(self)  # every field's declared bounds
         if not self.train_scales or any(not isinstance(s, int) or s <= 0 for s in self.train_scales):
             raise ConfigError(f"train_scales must be a non-empty list of positive ints (got {self.train_scales})")
-
-    def _choice(self, name: str, options) -> None:
-        if getattr(self, name) not in options:
-            raise ConfigError(f"{name} must be one of {', '.join(options)} (got {getattr(self, name)!r})"
-                              + did_you_mean(str(getattr(self, name)), options))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -68,6 +68,17 @@ class PerturbationGenerator(nn.Module):
         return self.out_conv(self.up1(self.up2(h3, h2), h1)).contiguous()
 
 
+def build_generator(channels_last: bool = False, device="cpu", state: dict | None = None) -> PerturbationGenerator:
+    """G on ``device``, its weights in NHWC when ``channels_last``, loaded from ``state`` when given:
+    the one place G is built (training, re-evaluation, diagnostics, examples, bench)."""
+    generator = PerturbationGenerator(channels_last=channels_last).to(device)
+    if channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+    if state is not None:
+        generator.load_state_dict(state)
+    return generator
+
+
 def perturb(generator: nn.Module, x: torch.Tensor, mask: torch.Tensor, eps: float, perturb_padding: bool = True):
     """``x' = clamp(x + eps * tanh(G(x)))`` inside the valid normalised pixel range.
 
@@ -119,11 +130,7 @@ def load_generator(path: str, device="cpu", channels_last: bool = False) -> tupl
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a truncated or foreign file: pickle, zip and torch raise many types
         raise UserError(f"cannot read generator checkpoint {path}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from None
-    generator = PerturbationGenerator(channels_last=channels_last)
-    generator.load_state_dict(generator_state_dict(obj, path))
-    generator = generator.to(device)
-    if channels_last:
-        generator = generator.to(memory_format=torch.channels_last)
+    generator = build_generator(channels_last, device, generator_state_dict(obj, path))
     return generator.eval(), obj
 
 

@@ -3,48 +3,28 @@ checkpoint, the suite's or the original code's (``--generator``), into a new run
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 
 import torch
-import yaml
 
 from faap import checkpoint as ckpt
-from faap.config import TrainConfig, build_config, code_commit, field_names
+from faap.config import TrainConfig, build_config, code_commit
 from faap.data.coco import fingerprint, load_split
 from faap.data.images import screen
 from faap.detector import load_detector
 from faap.errors import UserError
 from faap.evaluate import Evaluator, clean_detections_path, summarize
-from faap.generator import PerturbationGenerator, load_generator
+from faap.generator import build_generator, load_generator
+from faap.rundir import RunDir
+from faap.runtime import open_run, resolve_device
 from faap.schedules import epsilon_at
-from faap.trainer import judge_split, read_run_config, resolve_device, write_json
-from faap.variants import config_class, make_config
+from faap.trainer import judge_split
+from faap.variants import variant_of_original
 
 EVAL_FIELDS = ("eval_size", "max_size", "batch_size", "perturb_padding", "num_workers")
 """Settings of a judged checkpoint's evaluation: from a suite checkpoint's recorded config, then ``--set``."""
-
-
-def run_config(run_dir: str):
-    """The run's config object, rebuilt from its recorded ``config.yaml``."""
-    recorded = read_run_config(run_dir)
-    cls = config_class(recorded["variant"])
-    # A judged checkpoint's folder records None for what it did not do (seed, epochs).
-    values = {k: v for k, v in recorded.items() if k in field_names(cls) and k != "variant" and v is not None}
-    return make_config(recorded["variant"], values), recorded
-
-
-def open_run(run_dir: str, epoch: int | None = None, split: str = "val", device="cpu"):
-    """(config, checkpoint state, the split's groups, the frozen detector) of a saved run."""
-    cfg, recorded = run_config(run_dir)
-    state = ckpt.load(run_dir, epoch, map_location=device)
-    if fingerprint(cfg.data) != recorded.get("dataset_fingerprint"):
-        raise UserError(f"dataset {cfg.data} changed since the run (fingerprint differs)")
-    groups = load_split(cfg.data, split)
-    categories = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
-    return cfg, state, groups, load_detector(cfg.detector, device, categories or None)
 
 
 def reevaluate(run_dir: str, epoch: int | None = None, split: str = "val", device: str = "auto",
@@ -54,16 +34,10 @@ def reevaluate(run_dir: str, epoch: int | None = None, split: str = "val", devic
     Evaluation uses the eps recorded in that checkpoint, never a hand-set value.
     """
     if epoch is None:
-        summary = os.path.join(run_dir, "summary.json")
-        if os.path.isfile(summary):
-            with open(summary) as f:
-                epoch = json.load(f)["selected_epoch"]
+        epoch = RunDir(run_dir).selected_epoch()
     dev = resolve_device(device)
     cfg, state, groups, detector = open_run(run_dir, epoch, split, dev)
-    generator = PerturbationGenerator(channels_last=cfg.channels_last).to(dev)
-    if cfg.channels_last:
-        generator = generator.to(memory_format=torch.channels_last)
-    generator.load_state_dict(state["generator"])
+    generator = build_generator(cfg.channels_last, dev, state["generator"])
     if max_images is None:
         max_images = cfg.eval_max_images if split == "val" else 0
     result = Evaluator(groups, detector, cfg, dev, max_images).run(generator, state["eps"])
@@ -95,7 +69,7 @@ def describe_checkpoint(obj, eps: float | None) -> dict:
         eps = obj["eps"] if eps is None else eps
     else:
         obj = obj if isinstance(obj, dict) else {}
-        variant = "adversarial" if "discriminator" in obj else "infonce" if "proj_head" in obj else ""
+        variant = variant_of_original(obj)
         info = {"format": "original", "variant": variant, "epoch": int(obj.get("epoch", 0) or 0),
                 "scheduled_eps": _original_scheduled_eps(obj), "config": {}}
         if eps is None:
@@ -145,10 +119,8 @@ def judge_generator(checkpoint: str, data: str, detector_spec: str, out_dir: str
 
 
 def _write_judged(out_dir, evaluator, generator, info, split, resolved) -> dict:
-    t0 = time.time()
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "config.yaml"), "w") as f:
-        f.write(yaml.safe_dump(resolved, sort_keys=False))
+    t0, run = time.time(), RunDir(out_dir)
+    run.write_config(resolved)
     epoch, eps = info["epoch"], info["eps"]
     ckpt.save_generator(out_dir, epoch, eps, generator, resolved)
     result, base = judge_split(out_dir, evaluator, generator, eps, split, epoch, resolved["dataset_fingerprint"],
@@ -163,5 +135,5 @@ def _write_judged(out_dir, evaluator, generator, info, split, resolved) -> dict:
         "clean_detections": {split: clean_detections_path(evaluator, resolved["dataset_fingerprint"], split)},
         "final_eval_seconds": time.time() - t0,
     }
-    write_json(out_dir, "summary.json", summary)
+    run.write_json(run.summary_path, summary)
     return summary

@@ -10,7 +10,6 @@ file stays inside the run folder (``RUN/wandb``).
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import warnings
@@ -100,7 +99,7 @@ class WandbTracker:
             flat.update({f"clean_{split}/{k}": v for k, v in summary["baseline"][split].items()})
         self.run.summary.update(flat)
         art = wandb.Artifact(f"eval-{self.run.id}", type="evaluation")
-        for f in sorted(glob.glob(os.path.join(run.out_dir, "eval", "*.json"))) + [os.path.join(run.out_dir, "summary.json")]:
+        for f in run.dir.eval_files() + [run.dir.summary_path]:
             art.add_file(f)
         self.run.log_artifact(art)
 

@@ -1,21 +1,19 @@
 """The one trainer: train, evaluate on val, log, checkpoint each epoch; select on val; test once.
 
-A run folder holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per epoch),
-``eval/{split}_epoch_NNNN.json``, ``checkpoints/epoch_NNNN.pt`` and ``summary.json``.
+Its run folder's layout (config, per-epoch metrics, eval JSON, checkpoints, summary) is
+:class:`faap.rundir.RunDir`'s.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import torch
-import yaml
 
 from faap import distributed as dist
 from faap import checkpoint as ckpt
-from faap.config import SELECT_METRICS, code_commit
+from faap.config import code_commit
 from faap.data.coco import SPLITS, fingerprint, load_split
 from faap.data.images import screen
 from faap.data.loader import BalancedGroupSampler, GenderDetection, make_loader
@@ -25,34 +23,12 @@ from faap.engine import current_eps, train_one_epoch
 from faap.errors import UserError
 from faap.evaluate import (Evaluator, clean_baseline, clean_detections_path, nan_to_none, summarize,
                            write_detections)
-from faap.generator import PerturbationGenerator
+from faap.generator import build_generator
+from faap.metrics import METRICS
+from faap.rundir import RunDir
+from faap.runtime import resolve_device
 from faap.schedules import beta_at
 from faap.variants import get_variant
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name} requested but CUDA is not available")
-    return torch.device(name)
-
-
-def read_run_config(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.isfile(path):
-        raise UserError(f"not a run folder (no config.yaml): {run_dir}")
-    with open(path) as f:
-        return yaml.safe_load(f)
-
-
-def write_json(out_dir: str, rel: str, obj) -> None:
-    """``obj`` as JSON at ``out_dir/rel`` (NaN -> null), written atomically."""
-    path = os.path.join(out_dir, rel)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(nan_to_none(obj), f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 def eval_record(split: str, epoch: int, eps: float, result: dict, baseline: dict, resolved: dict,
@@ -76,12 +52,12 @@ def judge_split(out_dir: str, evaluator: Evaluator, generator, eps: float, split
     """Evaluate ``generator`` once on ``split``; write the run folder's ``eval/{split}_epoch_NNNN.json``
     and ``eval/{split}_detections.json.gz`` (read by the paired bootstraps). Returns (result, clean)."""
     baseline = clean_baseline(evaluator, fingerprint_, split)
-    dets = {}
+    dets, run = {}, RunDir(out_dir)
     result = evaluator.run(generator, eps, detections=dets)
-    os.makedirs(os.path.join(out_dir, "eval"), exist_ok=True)
-    write_detections(os.path.join(out_dir, "eval", f"{split}_detections.json.gz"), dets, evaluator.image_ids)
-    write_json(out_dir, f"eval/{split}_epoch_{epoch:04d}.json",
-               eval_record(split, epoch, eps, result, baseline, resolved, generator_checkpoint))
+    os.makedirs(run.file("eval"), exist_ok=True)
+    write_detections(run.detections_path(split), dets, evaluator.image_ids)
+    run.write_json(run.eval_path(split, epoch), eval_record(split, epoch, eps, result, baseline, resolved,
+                                                            generator_checkpoint))
     return result, baseline
 
 
@@ -90,6 +66,7 @@ class Run:
 
     def __init__(self, cfg, out_dir: str, progress: bool = True):
         self.cfg, self.out_dir, self.progress = cfg, out_dir, progress
+        self.dir = RunDir(out_dir)
         self.rank, self.world = dist.setup()
         self.device = resolve_device(cfg.device) if self.world == 1 else dist.device_for(cfg.device)
         # Every image is checked before training: a bad one would otherwise stop the run at its
@@ -101,10 +78,8 @@ class Run:
         categories = {c["id"]: c["name"] for c in self.val_groups["male"].coco.get("categories", [])}
         self.detector = load_detector(cfg.detector, self.device, categories or None, cfg.aux_loss)
         torch.manual_seed(cfg.seed)
-        self.generator = PerturbationGenerator(channels_last=cfg.channels_last).to(self.device)
+        self.generator = build_generator(cfg.channels_last, self.device)
         self.variant = get_variant(cfg.variant)(cfg, self.detector.hidden_dim).to(self.device)
-        if cfg.channels_last:
-            self.generator = self.generator.to(memory_format=torch.channels_last)
         params = list(self.generator.parameters()) + self.variant.g_parameters()
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.opt_g = opt_cls(params, lr=cfg.lr_g, weight_decay=cfg.weight_decay)
@@ -122,18 +97,10 @@ class Run:
                          "skipped_bad_images": {k: [os.path.relpath(p, cfg.data) for p in v] for k, v in skipped.items()}}
 
     # ---- files --------------------------------------------------------------------------
-    def _path(self, *parts) -> str:
-        return os.path.join(self.out_dir, *parts)
-
-    def _write_json(self, rel: str, obj) -> None:
-        write_json(self.out_dir, rel, obj)
-
     def prepare_dir(self, resume: bool) -> int:
         """Create or check the run folder; return the first epoch to train."""
-        cfg_path = self._path("config.yaml")
-        if os.path.exists(cfg_path):
-            with open(cfg_path) as f:
-                old = yaml.safe_load(f)
+        if os.path.exists(self.dir.config_path):
+            old = self.dir.read_config()
             keys = [k for k in self.cfg.to_dict() if k not in ("device", "num_workers")]
             changed = [k for k in keys if old.get(k) != self.resolved[k]]
             if not resume:
@@ -145,10 +112,7 @@ class Run:
             epochs = ckpt.list_epochs(self.out_dir)
             return epochs[-1] + 1 if epochs else 0
         if self.rank == 0:
-            text = yaml.safe_dump(self.resolved, sort_keys=False)
-            os.makedirs(self.out_dir, exist_ok=True)
-            with open(cfg_path, "w") as f:
-                f.write(text)
+            self.dir.write_config(self.resolved)
         return 0
 
     def restore(self, epoch: int) -> None:
@@ -160,11 +124,7 @@ class Run:
         ckpt.set_rng_state(state["rng"])
 
     def history(self) -> list[dict]:
-        path = self._path("metrics.jsonl")
-        if not os.path.isfile(path):
-            return []
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return self.dir.read_metrics()
 
     # ---- evaluation ------------------------------------------------------------------------
     def eval_record(self, split: str, epoch: int, eps: float, result: dict, baseline: dict) -> dict:
@@ -182,11 +142,9 @@ class Run:
             self.restore(start - 1)
         val_base = clean_baseline(self.val, self.fingerprint, "val") if self.rank == 0 else None
         history = [r for r in self.history() if r["epoch"] < start]
-        if self.rank == 0 and os.path.isfile(self._path("metrics.jsonl")):
+        if self.rank == 0 and os.path.isfile(self.dir.metrics_path):
             # Drop records of epochs that were not committed by a checkpoint (they are redone).
-            with open(self._path("metrics.jsonl.tmp"), "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in history)
-            os.replace(self._path("metrics.jsonl.tmp"), self._path("metrics.jsonl"))
+            self.dir.rewrite_metrics(history)
         for cb in callbacks:
             getattr(cb, "on_start", lambda run, start: None)(self, start)
         for epoch in range(start, cfg.epochs):
@@ -203,16 +161,15 @@ class Run:
             if self.rank == 0:
                 val_dets = {}
                 result = self.val.run(self.generator, eps, detections=val_dets)
-                self._write_json(f"eval/val_epoch_{epoch:04d}.json", self.eval_record("val", epoch, eps, result, val_base))
+                self.dir.write_json(self.dir.eval_path("val", epoch), self.eval_record("val", epoch, eps, result, val_base))
                 record = {"epoch": epoch, "split": "val", "eps": eps,
                           "beta": beta_at(epoch, cfg.beta_start, cfg.beta_final, cfg.epochs),
                           **summarize(result), **{f"baseline_{k}": v for k, v in summarize(val_base).items()},
                           **train_logs, "train_seconds": train_seconds, "epoch_seconds": time.time() - t0}
-                with open(self._path("metrics.jsonl"), "a") as f:
-                    f.write(json.dumps(nan_to_none(record)) + "\n")
+                self.dir.append_metrics(nan_to_none(record))
                 history.append(record)
                 if self.select(history)["epoch"] == epoch:  # the best so far: keep its detections for bootstraps
-                    write_detections(self._path("eval", "val_detections.json.gz"), val_dets, self.val.image_ids)
+                    write_detections(self.dir.detections_path("val"), val_dets, self.val.image_ids)
                 # The checkpoint is the commit point of an epoch: a run killed before it redoes the epoch.
                 ckpt.save(self.out_dir, epoch, eps, self.generator, self.variant, self.optimizers, self.resolved)
                 if cfg.keep_checkpoints == "last":
@@ -233,8 +190,7 @@ class Run:
 
     def select(self, history: list[dict]) -> dict:
         """The validation record of the selected epoch (ties: the earliest)."""
-        pick = SELECT_METRICS[self.cfg.select_metric]
-        return pick(history, key=lambda r: (r[self.cfg.select_metric], r["epoch"] if pick is min else -r["epoch"]))
+        return METRICS[self.cfg.select_metric].best(history)
 
     def finish(self, history: list[dict]) -> dict:
         """Test the selected checkpoint once; write summary.json."""
@@ -258,7 +214,7 @@ class Run:
                                  "test": clean_detections_path(test, self.fingerprint, "test")},
             "final_eval_seconds": time.time() - t0,  # the one test evaluation
         }
-        self._write_json("summary.json", summary)
+        self.dir.write_json(self.dir.summary_path, summary)
         if self.progress:
             print(f"selected epoch {epoch} on val ({self.cfg.select_metric}); test AP gap "
                   f"{summary['test']['AP_gap']:+.4f} (clean {summary['baseline']['test']['AP_gap']:+.4f})", flush=True)

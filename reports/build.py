@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis.bootstrap import bootstrap_gap, holm, match_table
-from analysis.diagnostics import feature_diagnostics, h1_verdict, h2_points, h2_verdict, h3_verdict
+from analysis.diagnostics import feature_diagnostics
 from analysis.seeds import probability_of_improvement, seed_stats
 from analysis.study import load_study_data
 from faap.data.coco import load_split
 from faap.errors import UserError
 from faap.evaluate import read_detections
+from faap.metrics import METRICS, MINIMIZE
+from faap.rundir import RunDir
+from faap.variants import VARIANTS, get_variant
 from reports import figures
 from reports.examples import example_grid
 
@@ -33,7 +36,7 @@ SIZE_STATS = {"small": "AP@[0.50:0.95]_small_100", "medium": "AP@[0.50:0.95]_med
               "large": "AP@[0.50:0.95]_large_100"}
 ORIGINAL_CLAIM = 0.004
 """Size of the original study's headline change (test AP gap .106 -> .110), the scale a study must resolve."""
-LABELS = {"clean": "clean detector", "adversarial": "7th (adversarial)"}
+CLEAN_LABEL = "clean detector"
 
 
 def _fmt(v, digits=3):
@@ -71,7 +74,8 @@ class Context:
     best: object
     median: object
     ref: str
-    """Reference condition of the verdict: the 7th when the study ran it, else the clean detector."""
+    """Reference condition of the verdict: the one the study's variant declares when the study ran it, else
+    the clean detector."""
     compared: list[str]
     tables: dict = field(default_factory=dict)
     """split -> (male, female) match tables per condition (one per seed run)."""
@@ -82,8 +86,26 @@ class Context:
     def spec(self):
         return self.data.spec
 
+    @property
+    def variant(self):
+        """The class of the study's variant (its hypotheses, reference and report sections)."""
+        return get_variant(self.spec.variant)
+
     def label(self, cname: str) -> str:
-        return LABELS.get(cname, cname)
+        return label(cname)
+
+    def diagnostics(self) -> dict:
+        """Feature measurements of the best trial's first seed run (selected checkpoint), computed once."""
+        if "diagnostics" not in self.report:
+            self.report["diagnostics"] = feature_diagnostics(self.best.runs[0], n_images=self.n_images)
+        return self.report["diagnostics"]
+
+
+def label(cname: str) -> str:
+    """A condition's name in reports: the clean detector, a variant's label, or the name itself."""
+    if cname == "clean":
+        return CLEAN_LABEL
+    return (VARIANTS[cname].label or cname) if cname in VARIANTS else cname
 
 
 def _tables(data, split: str, names: list[str]) -> tuple[dict, dict]:
@@ -97,7 +119,7 @@ def _tables(data, split: str, names: list[str]) -> tuple[dict, dict]:
             if name == "clean":
                 path = data.run_summary(run)["clean_detections"][split]
             else:
-                path = os.path.join(run, "eval", f"{split}_detections.json.gz")
+                path = RunDir(run).detections_path(split)
             saved = read_detections(path)
             for group, store in (("male", male), ("female", female)):
                 table = match_table(groups[group].coco, saved["detections"][group], saved["image_ids"][group])
@@ -110,10 +132,11 @@ def _context(name: str, url: str | None, out_dir: str, replicates: int, n_images
     trials = [c for c in data.conditions.values() if c.kind == "trial"]
     if not trials:
         raise UserError(f"study '{name}' has no completed trial yet (see 'faap sweep status {name}')")
-    lower = data.spec.objectives[0]["direction"] == "minimize"
+    lower = data.spec.objectives[0]["direction"] == MINIMIZE  # the study's own direction
     ranked = sorted(trials, key=lambda c: c.value if lower else -c.value)
-    ref = "adversarial" if "adversarial" in data.conditions else "clean"
-    compared = ["clean"] + [b for b in ("adversarial",) if b in data.conditions] + [c.name for c in trials]
+    declared = get_variant(data.spec.variant).reference
+    ref = declared if declared in data.conditions else "clean"
+    compared = ["clean"] + ([ref] if ref != "clean" else []) + [c.name for c in trials]
     ctx = Context(name, url, out_dir, replicates, n_images, data, trials, ranked[0], ranked[len(ranked) // 2], ref,
                   compared)
     ctx.report = {"study": name, "metric": data.spec.objectives[0]["metric"], "best": ctx.best.name,
@@ -150,13 +173,13 @@ def _difference_line(ctx: Context, split: str, a: str, b: str) -> tuple[str, dic
 
 def verdict(ctx: Context) -> list[str]:
     lines = ["## Verdict", ""]
-    pairs = [(ctx.best.name, ctx.ref)] + ([("adversarial", "clean")] if ctx.ref == "adversarial" else [])
+    pairs = [(ctx.best.name, ctx.ref)] + ([(ctx.ref, "clean")] if ctx.ref != "clean" else [])
     for split in ("val", "test"):
         for a, b in pairs:
             text, d = _difference_line(ctx, split, a, b)
-            who = f"best {ctx.spec.variant} trial ({a}, {ctx.best.params})" if a == ctx.best.name else "the 7th"
+            who = f"best {ctx.spec.variant} trial ({a}, {ctx.best.params})" if a == ctx.best.name else ctx.label(a)
             lines.append(f"- **{split}**, {who}: {text}.")
-            key = f"verdict_{split}" if a == ctx.best.name else f"verdict_7th_vs_clean_{split}"
+            key = f"verdict_{split}" if a == ctx.best.name else f"verdict_reference_vs_clean_{split}"
             ctx.report[key] = {"difference": d, "word": verdict_word(d)}
     half = ctx.report["verdict_test"]["difference"]["half_width"]
     ctx.report["detectable_difference"] = half
@@ -171,17 +194,18 @@ def verdict(ctx: Context) -> list[str]:
 
 def _null_check(ctx: Context) -> list[str]:
     """Negative control: the reference baseline's seeds split in halves must not be distinguishable."""
-    if ctx.ref != "adversarial" or len(ctx.data.conditions["adversarial"].runs) < 2:
-        return ["(Null check skipped: it needs a 7th baseline with at least two seeds.)", ""]
+    ref = ctx.ref
+    if ref == "clean" or len(ctx.data.conditions[ref].runs) < 2:
+        return ["(Null check skipped: it needs a reference baseline with at least two seeds.)", ""]
     male, female = ctx.tables["test"]
-    n = len(male["adversarial"])
+    n = len(male[ref])
     halves = {"first half": slice(0, n // 2), "second half": slice(n // 2, n)}
-    split = ({h: male["adversarial"][s] for h, s in halves.items()}, {h: female["adversarial"][s] for h, s in halves.items()})
+    split = ({h: male[ref][s] for h, s in halves.items()}, {h: female[ref][s] for h, s in halves.items()})
     d = bootstrap_gap(*split, replicates=ctx.replicates)["differences"]["first half - second half"]["AP_gap"]
     seeds = ctx.spec.seeds
     word = verdict_word(d)
     ctx.report["null_check"] = {"difference": d, "word": word, "halves": [seeds[: n // 2], seeds[n // 2:]]}
-    text = (f"the 7th's seeds {seeds[: n // 2]} against its seeds {seeds[n // 2:]} on test: difference "
+    text = (f"the {ctx.label(ref)}'s seeds {seeds[: n // 2]} against its seeds {seeds[n // 2:]} on test: difference "
             f"{_fmt(d['value'])}, 95% CI [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] -> {word}")
     if word != "not distinguishable":
         single = " With one seed per half the interval cannot hold seed noise, so this measures it:" if n < 4 else ""
@@ -192,10 +216,10 @@ def _null_check(ctx: Context) -> list[str]:
 
 
 def comparison_table(ctx: Context) -> list[str]:
-    lines = ["## Clean detector, 7th baseline and the variant", "",
+    lines = [f"## Clean detector, {'' if ctx.ref == 'clean' else ctx.label(ctx.ref) + ' baseline '}and the variant", "",
              "| condition | split | seeds | AP male | AP female | AP gap [95% CI] | AR gap [95% CI] |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    show = [("clean", "clean detector")] + ([("adversarial", "7th (adversarial)")] if ctx.ref == "adversarial" else []) + \
+    show = [(c, ctx.label(c)) for c in dict.fromkeys(["clean", ctx.ref])] + \
         [(ctx.best.name, f"best: {ctx.best.name}"), (ctx.median.name, f"median: {ctx.median.name}")]
     for cname, label in show:
         for split in ("val", "test"):
@@ -210,35 +234,37 @@ def comparison_table(ctx: Context) -> list[str]:
 
 
 def seeds_section(ctx: Context) -> list[str]:
-    data, lower = ctx.data, ctx.spec.objectives[0]["direction"] == "minimize"
+    data, lower = ctx.data, METRICS["AP_gap"].lower_is_better  # the values compared are test AP gaps
     per_seed = {c: [data.run_summary(r)["test"]["AP_gap"] for r in data.conditions[c].runs]
                 for c in ctx.compared if c != "clean"}
     lines = ["## Across seeds (test AP gap of each seed's run)", "",
-             "| condition | seeds | mean [95% t-CI] | IQM | P(better than 7th) |", "| --- | --- | --- | --- | --- |"]
+             f"| condition | seeds | mean [95% t-CI] | IQM | P(better than {ctx.label(ctx.ref)}) |",
+             "| --- | --- | --- | --- | --- |"]
     ctx.report["seeds"] = {}
     for c, vals in per_seed.items():
         s = seed_stats(vals)
-        poi = probability_of_improvement(vals, per_seed.get("adversarial", []), lower)
-        ctx.report["seeds"][c] = {**s, "values": vals, "p_improvement_vs_7th": poi}
+        poi = probability_of_improvement(vals, per_seed.get(ctx.ref, []), lower)
+        ctx.report["seeds"][c] = {**s, "values": vals, "p_improvement_vs_reference": poi}
         ci = "n/a" if not np.isfinite(s["ci"][0]) else f"{s['ci'][0]:.3f}, {s['ci'][1]:.3f}"
         lines.append(f"| {c} | {s['n']} | {s['mean']:.3f} [{ci}] | {s['iqm']:.3f} | "
-                     f"{'-' if c == 'adversarial' else f'{poi:.2f}'} |")
-    if ctx.ref == "adversarial" and len(ctx.trials) > 1:
-        diffs = ctx.report["splits"]["test"]["differences"]
-        pvals = {c.name: diffs[f"{c.name} - adversarial"]["AP_gap"]["p_two_sided"] for c in ctx.trials}
+                     f"{'-' if c == ctx.ref else f'{poi:.2f}'} |")
+    if ctx.ref != "clean" and len(ctx.trials) > 1:
+        diffs, ref = ctx.report["splits"]["test"]["differences"], ctx.ref
+        pvals = {c.name: diffs[f"{c.name} - {ref}"]["AP_gap"]["p_two_sided"] for c in ctx.trials}
         adj = ctx.report["holm"] = holm(pvals)
-        lines += ["", f"Every trial against the 7th on test (AP gap difference, bootstrap p, Holm-adjusted over "
-                  f"{len(ctx.trials)} comparisons): " + "; ".join(
-                      f"{c}: {_fmt(diffs[f'{c} - adversarial']['AP_gap']['value'])}, p {pvals[c]:.3f} -> {adj[c]:.3f}"
+        lines += ["", f"Every trial against the {ctx.label(ref)} on test (AP gap difference, bootstrap p, Holm-adjusted "
+                  f"over {len(ctx.trials)} comparisons): " + "; ".join(
+                      f"{c}: {_fmt(diffs[f'{c} - {ref}']['AP_gap']['value'])}, p {pvals[c]:.3f} -> {adj[c]:.3f}"
                       for c in pvals) + "."]
     return lines + [""]
 
 
 def curves_section(ctx: Context) -> list[str]:
     clean_val_gap = ctx.data.clean.get("val", {}).get("AP_gap")
-    return ["## Per-epoch curves (validation)", "",
-            f"![val AP gap per epoch]({figures.curves(ctx.data.epochs, clean_val_gap, ctx.out_dir)})", "",
-            f"![matched-score gap per epoch]({figures.curves(ctx.data.epochs, None, ctx.out_dir, 'matched_score_gap', 'matched_score_gap.png')})", ""]
+    gap = figures.curves(ctx.data.epochs, clean_val_gap, ctx.out_dir, highlight=ctx.ref)
+    score = figures.curves(ctx.data.epochs, None, ctx.out_dir, "matched_score_gap", "matched_score_gap.png", ctx.ref)
+    return ["## Per-epoch curves (validation)", "", f"![val AP gap per epoch]({gap})", "",
+            f"![matched-score gap per epoch]({score})", ""]
 
 
 def params_section(ctx: Context) -> list[str]:
@@ -273,35 +299,26 @@ def params_section(ctx: Context) -> list[str]:
 
 
 def hypotheses_section(ctx: Context) -> list[str]:
-    best, data, out_dir = ctx.best, ctx.data, ctx.out_dir
-    diag = ctx.report["diagnostics"] = feature_diagnostics(best.runs[0], n_images=ctx.n_images)
-    v1, t1 = h1_verdict(diag)
-    clean_val_gap = data.clean.get("val", {}).get("AP_gap")
-    pts = h2_points(data.epochs[data.epochs["condition"].str.startswith("trial")], clean_val_gap or 0.0)
-    v2, t2, s2 = h2_verdict(pts)
-    v3, t3 = h3_verdict(diag)
-    ctx.report["hypotheses"] = {"h1": {"verdict": v1, "text": t1}, "h2": {"verdict": v2, "text": t2, **s2},
-                                "h3": {"verdict": v3, "text": t3}}
-    h2_fig = figures.scatter(pts if len(pts) else np.zeros((0, 2)), "InfoNCE loss drop since epoch 0",
-                             "val AP gap minus clean", out_dir, "h2_loss_vs_gap.png")
-    sims = {k: diag[f"h1_features_{k}"] for k in ("before", "after")}
-    h1_fig = figures.bars({k: {"two views": v["two_views"], "same group": v["same_group"],
-                               "cross group": v["cross_group"]} for k, v in sims.items()},
-                          "mean cosine similarity", out_dir, "h1_similarity.png")
-    return ["## Why did it fail? Each hypothesis, measured", "",
-            f"1. **No semantic relation between cross-gender positives: {v1}.** {t1}. (Rule: supported when real "
-            f"views are more than 0.05 more alike than cross-gender pairs and those are no more alike than two "
-            f"same-group images; {diag['n_images']['female']} female and {diag['n_images']['male']} male validation "
-            f"images, run {best.name} {os.path.basename(best.runs[0])}.)", "", f"   ![similarities]({h1_fig})", "",
-            f"2. **Objective not tied to the goal: {v2}.** {t2}. (Rule: not supported only when the interval is "
-            f"entirely below zero.)", "", f"   ![loss drop vs gap change]({h2_fig})", "",
-            f"3. **Collapse: {v3}.** {t3}. (Rule: supported when the effective rank drops by more than 10% or the "
-            f"projections' uniformity rises by more than 0.1.)", ""]
+    """The failure hypotheses the study's variant declares, each measured and judged by its rule."""
+    variant, found = ctx.variant, {}
+    lines = ["## Why did it fail? Each hypothesis, measured", ""]
+    ctx.report["hypotheses"] = found
+    if not variant.hypotheses:
+        return lines + [f"Variant `{variant.name}` declares no failure hypotheses, so none is measured here "
+                        "(a variant lists them in its `hypotheses`).", ""]
+    for i, h in enumerate(variant.hypotheses, 1):
+        f = h.judge(ctx)
+        found[h.key] = {"verdict": f.verdict, "text": f.text, **f.stats}
+        rule = f"{h.rule}; {f.where}" if f.where else h.rule
+        lines += [f"{i}. **{h.title}: {f.verdict}.** {f.text}. (Rule: {rule}.)", ""]
+        if f.figure:
+            lines += [f"   ![{h.title}]({f.figure})", ""]
+    return lines
 
 
 def other_section(ctx: Context) -> list[str]:
     data, ref, best = ctx.data, ctx.ref, ctx.best
-    shift = ctx.report["diagnostics"]["feature_shift"]
+    shift = ctx.diagnostics()["feature_shift"]
     test = ctx.report["splits"]["test"]["conditions"]
     lines = ["## Other measurements", "",
              f"- The perturbation moves pooled decoder features by {shift['female']:.3f} (female) and "
@@ -311,9 +328,8 @@ def other_section(ctx: Context) -> list[str]:
              f"{_ci(test[best.name]['AP_gap'])}."]
     sizes = {}
     for cname in ("clean", ref, best.name):
-        run = data.conditions[cname].runs[0] if cname != "clean" else best.runs[0]
-        with open(os.path.join(run, "eval", f"test_epoch_{data.run_summary(run)['selected_epoch']:04d}.json")) as f:
-            ev = json.load(f)["details"]["baseline" if cname == "clean" else "perturbed"]
+        run = RunDir(data.conditions[cname].runs[0] if cname != "clean" else best.runs[0])
+        ev = run.read_eval("test", run.selected_epoch())["details"]["baseline" if cname == "clean" else "perturbed"]
         sizes[cname] = {f"{g} {s}": ev[g][k] if ev[g][k] is not None else float("nan")
                         for g in ("female", "male") for s, k in SIZE_STATS.items()}
     ctx.report["ap_by_size"] = sizes
@@ -337,13 +353,19 @@ def reproduce_section(ctx: Context) -> list[str]:
 
 SECTIONS = [verdict, comparison_table, seeds_section, curves_section, params_section, hypotheses_section,
             other_section, reproduce_section]
-"""The report's sections, in order: each ``(ctx) -> markdown lines``."""
+"""The report's sections, in order: each ``(ctx) -> markdown lines``; the study's variant adds its own
+``report_sections`` before the last (see :func:`sections`)."""
+
+
+def sections(variant) -> list:
+    """The sections of a report on a study of ``variant``: SECTIONS, its own before 'Reproduce'."""
+    return [*SECTIONS[:-1], *variant.report_sections, SECTIONS[-1]]
 
 
 def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_images: int = 64) -> dict:
     os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
     ctx = _context(name, url, out_dir, replicates, n_images)
-    body = [line for section in SECTIONS for line in section(ctx)]
+    body = [line for section in sections(ctx.variant) for line in section(ctx)]
     ctx.report["warnings"] = ctx.warnings
     lines = _header(ctx) + [w for warning in ctx.warnings for w in (warning, "")] + body
     with open(os.path.join(out_dir, "report.md"), "w") as f:

@@ -10,7 +10,8 @@ from PIL import Image, ImageDraw
 from faap import checkpoint as ckpt
 from faap.data.loader import GenderDetection, collate
 from faap.data.transforms import build_transforms, denormalize
-from faap.generator import PerturbationGenerator, perturb
+from faap.generator import build_generator, perturb
+from faap.rundir import RunDir
 
 SCORE = 0.5
 """Detections drawn: score above this."""
@@ -35,16 +36,16 @@ def _draw(img: Image.Image, dets: list[dict], gt: list[dict], scale: float) -> I
 @torch.no_grad()
 def example_grid(runs: dict[str, str], out_path: str, per_group: int = 2, device: str = "cpu") -> str:
     """``runs``: condition name -> run folder (its selected checkpoint is used). Rows: group x image x condition."""
-    from faap.reeval import open_run, run_config
+    from faap.runtime import open_run, run_config
 
     cfg, _, groups, detector = open_run(next(iter(runs.values())), None, "val", device)
     tf = build_transforms(False, cfg.train_scales, cfg.max_size, cfg.eval_size)
     gens = {}
     for name, run in runs.items():
-        state = ckpt.load(run, _selected(run), map_location=device)
-        g = PerturbationGenerator()
-        g.load_state_dict(state["generator"])
-        gens[name] = (g.eval(), state["eps"], run_config(run)[0].perturb_padding)
+        state = ckpt.load(run, RunDir(run).selected_epoch(), map_location=device)
+        run_cfg = run_config(run)[0]
+        g = build_generator(run_cfg.channels_last, device, state["generator"])
+        gens[name] = (g.eval(), state["eps"], run_cfg.perturb_padding)
     rows = []
     for group in ("female", "male"):
         gs = groups[group]
@@ -74,13 +75,3 @@ def example_grid(runs: dict[str, str], out_path: str, per_group: int = 2, device
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     sheet.save(out_path)
     return out_path
-
-
-def _selected(run: str) -> int | None:
-    import json
-
-    path = os.path.join(run, "summary.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)["selected_epoch"]
-    return None

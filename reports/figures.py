@@ -20,14 +20,15 @@ def _save(fig, out_dir: str, name: str) -> str:
     return path
 
 
-def curves(epochs, clean_gap: float | None, out_dir: str, metric: str = "AP_gap", name: str = "curves.png") -> str:
-    """Per-epoch validation metric, mean over seeds (band: min..max), per condition."""
+def curves(epochs, clean_gap: float | None, out_dir: str, metric: str = "AP_gap", name: str = "curves.png",
+           highlight: str = "") -> str:
+    """Per-epoch validation metric, mean over seeds (band: min..max), per condition (``highlight`` in bold)."""
     fig, ax = plt.subplots(figsize=(7, 4))
     df = epochs[epochs["metric"] == metric]
     for cond, part in df.groupby("condition", sort=False):
         g = part.groupby("epoch")["value"]
         mean, lo, hi = g.mean(), g.min(), g.max()
-        style = dict(lw=2.5, color="black") if cond == "adversarial" else dict(lw=1.2)
+        style = dict(lw=2.5, color="black") if cond == highlight else dict(lw=1.2)
         (line,) = ax.plot(mean.index, mean.values, marker="o", label=cond, **style)
         ax.fill_between(mean.index, lo.values, hi.values, alpha=0.12, color=line.get_color())
     if clean_gap is not None:

@@ -17,14 +17,13 @@ import json
 import os
 from dataclasses import dataclass, field
 
-import yaml
-
 from analysis.bootstrap import bootstrap_gap, match_table
 from faap.data.coco import SPLITS, fingerprint, load_split
 from faap.errors import UserError
 from faap.evaluate import read_detections
+from faap.rundir import RunDir
 from reports import figures
-from reports.build import LABELS, ORIGINAL_CLAIM, _ci, _fmt, verdict_word
+from reports.build import CLEAN_LABEL, ORIGINAL_CLAIM, _ci, _fmt, verdict_word
 
 CLEAN = "clean"
 SUMMARY_FIELDS = ("dataset_fingerprint", "detector_id")
@@ -59,7 +58,7 @@ class RunsContext:
         return next(iter(self.conditions.values()))[0]
 
     def label(self, cname: str) -> str:
-        return LABELS[CLEAN] if cname == CLEAN else cname
+        return CLEAN_LABEL if cname == CLEAN else cname
 
 
 def parse_runs(specs: list[str]) -> dict[str, list[str]]:
@@ -84,17 +83,14 @@ def read_run(path: str, split: str) -> Run:
     """A run folder's config, summary and saved detections on ``split``; one-line errors otherwise."""
     if not os.path.isdir(path):
         raise UserError(f"run folder {path} does not exist")
-    files = {name: os.path.join(path, name) for name in ("config.yaml", "summary.json")}
-    for name, file in files.items():
+    run = RunDir(path)
+    for name, file in (("config.yaml", run.config_path), ("summary.json", run.summary_path)):
         if not os.path.isfile(file):
             raise UserError(f"{path} is not a finished run folder (no {name})")
-    with open(files["config.yaml"]) as f:
-        config = yaml.safe_load(f) or {}
-    with open(files["summary.json"]) as f:
-        summary = json.load(f)
-    dets = os.path.join(path, "eval", f"{split}_detections.json.gz")
+    config, summary = run.read_config(), run.read_summary()
+    dets = run.detections_path(split)
     if split not in summary or not os.path.isfile(dets):
-        raise UserError(f"{path} has no saved detections on {split} (eval/{split}_detections.json.gz); it was "
+        raise UserError(f"{path} has no saved detections on {split} ({os.path.relpath(dets, path)}); it was "
                         f"evaluated on {', '.join(s for s in SPLITS if s in summary) or 'no split'}")
     return Run(path, config, summary, dets)
 

@@ -6,9 +6,57 @@ import sys
 
 import pytest
 
-from faap.config import parse_set
+from faap.config import TrainConfig, bounds_of, field_names, parse_set
 from faap.errors import ConfigError
 from faap.variants import VARIANTS, make_config
+from faap.variants.base import REGISTRY, Variant
+
+
+def _breaking(bounds: dict):
+    """A value outside ``bounds`` and the words the error must hold."""
+    if "choices" in bounds:
+        return "no-such-choice", "must be one of"
+    if "gt" in bounds:
+        return bounds["gt"] - 1, f"must be > {bounds['gt']}"
+    if "le" in bounds and "ge" in bounds:
+        return bounds["le"] + 1, f"must be in [{bounds['ge']}, {bounds['le']}]"
+    return bounds["ge"] - 1, f"must be >= {bounds['ge']}"
+
+
+def _own_bounded(name: str) -> list[str]:
+    """The bounded fields a variant's config class declares beyond TrainConfig's (else lambda_wass)."""
+    cls = VARIANTS[name].Config
+    own = [f for f in field_names(cls) if f not in field_names(TrainConfig) and bounds_of(cls, f)]
+    return own or ["lambda_wass"]
+
+
+def test_every_declared_bound_is_checked():
+    for name, variant in VARIANTS.items():
+        for field in field_names(variant.Config):
+            bounds = bounds_of(variant.Config, field)
+            if not bounds:
+                continue
+            value, words = _breaking(bounds)
+            with pytest.raises(ConfigError) as e:
+                make_config(name, {field: value})
+            assert str(e.value).startswith(f"{field} {words}"), (name, field, str(e.value))
+
+
+def test_variant_names_are_derived_not_copied():
+    for name, variant in VARIANTS.items():
+        assert variant.name == name == variant.Config.variant_name == make_config(name, {}).variant
+
+    class Toy(Variant):  # no settings of its own: it still gets a config class named after it
+        name = "toy_names"
+
+        def loss_terms(self, state):
+            return {}
+
+    try:
+        assert Toy.Config is not TrainConfig and Toy.Config.variant_name == "toy_names"
+        assert TrainConfig.variant_name == "" and make_config("toy_names", {}).variant == "toy_names"
+    finally:
+        REGISTRY.pop("toy_names")
 
 
 def test_defaults_match_domain():
@@ -18,7 +66,6 @@ def test_defaults_match_domain():
     nce = make_config("infonce", {})
     assert (nce.temperature, nce.asymmetric_f, nce.asymmetric_m, nce.lambda_infonce) == (0.07, 1.5, 0.5, 1.0)
     assert (nce.optimizer, nce.weight_decay, nce.aug_strength, nce.proj_dim) == ("adamw", 0.01, "medium", 128)
-    assert set(VARIANTS) == {"adversarial", "infonce"}
     assert adv.aux_loss is True and nce.aux_loss is True  # the original's criterion: every decoder layer
 
 
@@ -75,6 +122,17 @@ def test_cli_bad_input_exit_2_nothing_written(tiny_data, tmp_path, extra, messag
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.strip().splitlines() if line.startswith("faap: error:")]
     assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cli_bound_violation_one_line_exit_2(tiny_data, tmp_path, variant):
+    field = _own_bounded(variant)[0]
+    value, words = _breaking(bounds_of(VARIANTS[variant].Config, field))
+    out = tmp_path / "run"
+    r = _faap("train", "--variant", variant, "--data", tiny_data, "--out", str(out), "--set", f"{field}={value}")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and f"{field} {words}" in r.stderr, r.stderr
     assert not out.exists()
 
 

@@ -36,14 +36,17 @@ def small_study(tiny_data, tmp_path_factory):
     return name, url, tmp
 
 
-def test_study_report_numbers_equal_stored(small_study):
+def test_study_report_numbers_equal_stored(small_study, monkeypatch):
+    import ablations.runner
     from reports.build import build
 
+    # Loaders only read: the report never resolves (and so never writes) the study's data.
+    monkeypatch.setattr(ablations.runner, "resolve_data", lambda spec: pytest.fail("the study loader wrote data"))
     name, url, tmp = small_study
     out = str(tmp / "report")
     rep = build(name, url, out, replicates=200, n_images=12)
     text = open(os.path.join(out, "report.md")).read()
-    for section in ("## Verdict", "## Clean detector, 7th baseline and the variant", "## Across seeds",
+    for section in ("## Verdict", "## Clean detector, 7th (adversarial) baseline and the variant", "## Across seeds",
                     "## Per-epoch curves", "## Hyperparameter effects", "## Why did it fail?", "## Reproduce"):
         assert section in text
     _assert_pngs(out, text)
@@ -75,13 +78,69 @@ def test_study_report_numbers_equal_stored(small_study):
                                        - rep["splits"]["test"]["conditions"]["adversarial"]["AP_gap"]["value"])
     assert f"{d['value']:+.3f}" in text
     # Seed-aware verdicts: the 7th against the clean detector, the detectable difference, the null check.
-    assert rep["verdict_7th_vs_clean_test"]["word"] in ("better (smaller gap)", "worse (larger gap)", "not distinguishable")
+    assert rep["reference"] == "adversarial"  # the reference InfoNCE declares, run by the study
+    assert rep["verdict_reference_vs_clean_test"]["word"] in ("better (smaller gap)", "worse (larger gap)", "not distinguishable")
     assert rep["detectable_difference"] == pytest.approx(d["half_width"]) and "Smallest difference" in text
     assert rep["null_check"]["halves"] == [[42], [43]] and "Null check (negative control)" in text
     if rep["null_check"]["word"] != "not distinguishable":
         assert text.index("Warning: the null check failed") < text.index("## Verdict")
     assert set(rep["hypotheses"]) == {"h1", "h2", "h3"}
     assert all(h["verdict"] in ("supported", "not supported", "inconclusive") for h in rep["hypotheses"].values())
+
+
+def _shift_finding(ctx):
+    """A toy hypothesis measured from the best run's saved checkpoint: the perturbation moves features."""
+    from faap.variants.base import Finding
+
+    shift = ctx.diagnostics()["feature_shift"]
+    return Finding("supported" if shift["female"] > 0 else "not supported", f"female features move {shift['female']:.3f}",
+                   {"shift": shift["female"]})
+
+
+def _toy_section(ctx):
+    ctx.report["toy"] = {"trials": len(ctx.trials)}
+    return ["## Toy section", ""]
+
+
+def test_a_variant_declares_its_hypotheses_and_sections(small_study, tmp_path):
+    """A variant defined here (no edit elsewhere) gets its hypothesis and section into a study's report."""
+    from faap.variants import VARIANTS
+    from faap.variants.base import Hypothesis, Variant
+    from reports.build import _context, hypotheses_section, sections
+
+    class ToyShift(Variant):
+        name = "toy_shift"
+        hypotheses = (Hypothesis("moves", "The perturbation moves features", "supported when they move at all",
+                                 _shift_finding),)
+        report_sections = (_toy_section,)
+
+        def loss_terms(self, state):
+            return {}
+
+    class Quiet(Variant):
+        name = "toy_quiet"
+
+        def loss_terms(self, state):
+            return {}
+
+    try:
+        name, url, _ = small_study
+        ctx = _context(name, url, str(tmp_path), replicates=50, n_images=4)
+        ctx.spec.variant = "toy_shift"  # the study's runs are InfoNCE's; the report asks this variant
+        lines = hypotheses_section(ctx)
+        moved = ctx.report["diagnostics"]["feature_shift"]["female"]
+        assert ctx.report["hypotheses"] == {"moves": {"verdict": "supported" if moved > 0 else "not supported",
+                                                      "text": f"female features move {moved:.3f}", "shift": moved}}
+        assert any(line.startswith("1. **The perturbation moves features: ") for line in lines)
+        json.dumps(ctx.report, default=float)  # what build writes to report.json
+        assert sections(ToyShift)[-2:] == [_toy_section, sections(Quiet)[-1]]
+        ctx.spec.variant = "toy_quiet"
+        lines = hypotheses_section(ctx)
+        assert ctx.report["hypotheses"] == {} and "declares no failure hypotheses" in " ".join(lines)
+        assert "inconclusive" not in " ".join(lines)
+    finally:
+        VARIANTS.pop("toy_shift", None)
+        VARIANTS.pop("toy_quiet", None)
 
 
 def test_legacy_report_numbers_equal_files(tmp_path):

@@ -224,14 +224,14 @@ def oracle_effect(root: str, detector: str = "demo", eps: float | None = None, s
     from faap.data.transforms import pixel_bounds
     from faap.detector import load_detector
     from faap.evaluate import Evaluator, coco_stats, summarize
-    from faap.variants import make_config
+    from faap.config import TrainConfig, build_config, dataset_settings
 
     groups = load_split(root, split)
     info = groups["female"].coco.get("info", {}).get("synth_config")
     if not info:
         raise UserError(f"{root} is not a synthetic benchmark written by 'faap data synth' (no synth_config)")
     veil = info["female"].get("veil", 1.0)
-    cfg = make_config("adversarial", {"data": root, "detector": detector})
+    cfg = build_config(TrainConfig, {**dataset_settings(root), "data": root, "detector": detector})
     eps = cfg.eps_peak if eps is None else eps
     det = load_detector(detector)
     ev = Evaluator(groups, det, cfg, torch.device("cpu"), max_images=max_images, batch_size=50)

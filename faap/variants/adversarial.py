@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from faap import FEMALE, MALE
-from faap.config import ConfigError, TrainConfig
+from faap.config import TrainConfig, bounded
 from faap.heads import GenderDiscriminator
 from faap.losses import adversarial_fairness
 from faap.variants.base import StepState, Variant
@@ -16,33 +16,22 @@ from faap.variants.base import StepState, Variant
 
 @dataclass
 class AdversarialConfig(TrainConfig):
-    variant_name = "adversarial"
-    k_d: int = 4
+    k_d: int = bounded(4, ge=1)
     """Discriminator steps per generator step."""
-    lr_d: float = 1e-4
+    lr_d: float = bounded(1e-4, gt=0)
     """Adam learning rate of the discriminator."""
-    alpha: float = 0.2
+    alpha: float = bounded(0.2, ge=0)
     """Entropy weight in the fairness loss."""
-    lambda_fair: float = 2.0
+    lambda_fair: float = bounded(2.0, ge=0)
     """Weight of the fairness term in G's loss."""
-    fair_f_scale: float = 1.0
+    fair_f_scale: float = bounded(1.0, ge=0)
     """Scale of the female fairness term."""
-    fair_m_scale: float = 0.5
+    fair_m_scale: float = bounded(0.5, ge=0)
     """Scale of the male fairness term."""
-    disc_hidden: int = 256
+    disc_hidden: int = bounded(256, gt=0)
     """Hidden size of the discriminator."""
     replay_bn_updates: bool = True
     """Give G's BatchNorm running statistics the k_d extra updates per group of the original's recomputed passes."""
-
-    def check(self):
-        super().check()
-        if self.k_d < 1:
-            raise ConfigError(f"k_d must be >= 1 (got {self.k_d})")
-        if self.lr_d <= 0:
-            raise ConfigError(f"lr_d must be > 0 (got {self.lr_d})")
-        for name in ("alpha", "lambda_fair", "fair_f_scale", "fair_m_scale"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
 
 
 def _labels(n: int, value: int, device) -> torch.Tensor:
@@ -52,6 +41,8 @@ def _labels(n: int, value: int, device) -> torch.Tensor:
 class Adversarial(Variant):
     name = "adversarial"
     Config = AdversarialConfig
+    original_checkpoint_key = "discriminator"
+    label = "7th (adversarial)"
 
     def __init__(self, cfg: AdversarialConfig, hidden_dim: int):
         super().__init__(cfg, hidden_dim)

@@ -8,7 +8,7 @@ a variant adds what makes it different and says how every term is weighted
 from __future__ import annotations
 
 import abc
-
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -40,15 +40,83 @@ class StepState:
         return slice(self.n_female, None)
 
 
+@dataclass(frozen=True)
+class Finding:
+    """What the measurement behind one hypothesis says."""
+
+    verdict: str
+    """'supported', 'not supported' or 'inconclusive'."""
+    text: str
+    """The measured numbers, in words (report.md and report.json)."""
+    stats: dict = field(default_factory=dict)
+    """Further numbers for report.json."""
+    figure: str = ""
+    """A figure shown under the verdict (path relative to the report folder), or none."""
+    where: str = ""
+    """What was measured on (images, run), stated after the rule."""
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A failure hypothesis a variant declares: a measurement from its saved checkpoints and records,
+    a rule, and the verdict the rule gives (``judge``)."""
+
+    key: str
+    """Key in report.json (``hypotheses.KEY``)."""
+    title: str
+    rule: str
+    """When the hypothesis counts as supported, stated next to the verdict."""
+    judge: Callable[..., Finding]
+    """(report context) -> Finding; the context offers ``diagnostics()`` (features of the best trial's
+    selected checkpoint, :func:`analysis.diagnostics.feature_diagnostics`), ``data`` (the study's frames and
+    run folders), ``best``, ``out_dir`` and ``n_images``."""
+
+
+REGISTRY: dict[str, type["Variant"]] = {}
+"""Every variant class with a ``name``, registered when its class is defined (see ``faap.variants``)."""
+
+
 class Variant(nn.Module, abc.ABC):
-    """Base class; subclasses set ``name`` and ``Config`` and implement :meth:`loss_terms`."""
+    """Base class; subclasses set ``name`` (and ``Config`` when they add settings) and implement
+    :meth:`loss_terms`. Defining the subclass registers it and names its config class after it."""
 
     name = ""
     Config = TrainConfig
+    original_checkpoint_key = ""
+    """Key of the variant's own module in the original code's training checkpoints (recognises them)."""
+    label = ""
+    """How reports name this variant's baseline condition (default: its name)."""
+    reference = "clean"
+    """The condition a study of this variant is judged against: a baseline variant's name, or 'clean'
+    (also the study's default baselines); 'clean' when the study did not run it."""
+    hypotheses: tuple[Hypothesis, ...] = ()
+    """Failure hypotheses the study report measures (none: the report says so)."""
+    report_sections: tuple = ()
+    """Extra study-report sections, each ``(ctx) -> markdown lines`` (numbers into ``ctx.report``)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.name:
+            return
+        if "Config" not in cls.__dict__:  # no settings of its own: a config class of its own all the same
+            cls.Config = dataclass(type(f"{cls.__name__}Config", (cls.Config,), {"__module__": cls.__module__}))
+        owner = cls.Config.__dict__.get("variant_name")
+        if owner and owner != cls.name:
+            raise TypeError(f"{cls.Config.__name__} already belongs to variant '{owner}'")
+        if cls.name in REGISTRY and REGISTRY[cls.name].__qualname__ != cls.__qualname__:
+            raise TypeError(f"variant name '{cls.name}' is taken by {REGISTRY[cls.name].__qualname__}")
+        cls.Config.variant_name = cls.name
+        REGISTRY[cls.name] = cls
 
     def __init__(self, cfg: TrainConfig, hidden_dim: int):
         super().__init__()
         self.cfg = cfg
+
+    def feature_measurements(self, initial: "Variant", features: dict) -> dict:
+        """Measurements of the variant's own modules for the report's diagnostics, merged into them:
+        ``initial`` is the variant as initialised, ``self`` as trained; ``features[group][view]`` are
+        decoder features (B x Q x D) of views 'clean', 'perturbed', 'view_a', 'view_b'."""
+        return {}
 
     def g_parameters(self) -> list:
         """Parameters trained by G's optimiser besides G (e.g. a projection head)."""

@@ -1,57 +1,144 @@
-"""Cross-gender InfoNCE: pull female and male projections together (the variant under study)."""
+"""Cross-gender InfoNCE: pull female and male projections together (the variant under study),
+and its three failure hypotheses."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
 from faap.augment import STRENGTHS, color_augment
-from faap.config import ConfigError, TrainConfig
+from faap.config import TrainConfig, bounded
 from faap.heads import ProjectionHead
 from faap.losses import cross_gender_infonce
-from faap.variants.base import StepState, Variant
+from faap.variants.base import Finding, Hypothesis, StepState, Variant
 
 
 @dataclass
 class InfoNCEConfig(TrainConfig):
-    variant_name = "infonce"
+    # A changed default keeps the bounds TrainConfig declares for the field.
     optimizer: str = "adamw"
     """AdamW over G and the projection head."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    temperature: float = 0.07
+    temperature: float = bounded(0.07, gt=0)
     """InfoNCE temperature tau."""
-    asymmetric_f: float = 1.5
+    asymmetric_f: float = bounded(1.5, ge=0)
     """Weight a_f of the female->male direction."""
-    asymmetric_m: float = 0.5
+    asymmetric_m: float = bounded(0.5, ge=0)
     """Weight a_m of the male->female direction."""
-    lambda_infonce: float = 1.0
+    lambda_infonce: float = bounded(1.0, ge=0)
     """Weight of the InfoNCE term in G's loss."""
-    aug_strength: str = "medium"
+    aug_strength: str = bounded("medium", choices=tuple(STRENGTHS))
     """Colour augmentation of perturbed images: none, weak, medium, strong."""
-    proj_dim: int = 128
+    proj_dim: int = bounded(128, gt=0)
     """Output size of the projection head."""
-    proj_hidden: int = 256
+    proj_hidden: int = bounded(256, gt=0)
     """Hidden size of the projection head."""
     skip_incomplete_batches: bool = True
     """Skip a step whose batch lacks a group (no G step, as the original); False takes a detection-only step."""
 
-    def check(self):
-        super().check()
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0 (got {self.temperature})")
-        for name in ("asymmetric_f", "asymmetric_m", "lambda_infonce"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
-        if self.proj_dim <= 0 or self.proj_hidden <= 0:
-            raise ConfigError("proj_dim and proj_hidden must be > 0")
-        self._choice("aug_strength", tuple(STRENGTHS))
+
+# ---- what the report says about InfoNCE: its three failure hypotheses (domain.md) -----------------
+# Rules (stated in the report next to every verdict).
+H1_VIEW_MARGIN = 0.05
+H1_SAME_MARGIN = 0.01
+H3_RANK_DROP = 0.10
+H3_RANK_STABLE = 0.03
+H3_UNIFORMITY_RISE = 0.10
+
+
+def h1_verdict(d: dict) -> tuple[str, str]:
+    s = d["h1_features_before"]
+    text = (f"pooled decoder features of the clean detector: two views of one image {s['two_views']:.3f}, "
+            f"two images of the same group {s['same_group']:.3f}, a woman's and a man's image {s['cross_group']:.3f}")
+    if s["two_views"] - s["cross_group"] > H1_VIEW_MARGIN and s["cross_group"] <= s["same_group"] + H1_SAME_MARGIN:
+        return "supported", text + (" - cross-gender 'positives' are far less alike than real views and no more alike "
+                                    "than any two images")
+    if s["two_views"] - s["cross_group"] <= H1_SAME_MARGIN:
+        return "not supported", text + " - cross-gender pairs are as alike as two views of one image"
+    return "inconclusive", text
+
+
+def h3_verdict(d: dict) -> tuple[str, str]:
+    h = d["h3"]
+    drop = 1 - h["effective_rank_after"] / h["effective_rank_before"]
+    text = (f"effective rank {h['effective_rank_before']:.1f} -> {h['effective_rank_after']:.1f} of {h['feature_dim']} "
+            f"({-100 * drop:+.1f}%), per-dimension variance {h['dim_variance_before']:.4f} -> {h['dim_variance_after']:.4f}")
+    rise = None
+    if "uniformity_before" in h:
+        rise = h["uniformity_after"] - h["uniformity_before"]
+        text += (f"; projection uniformity {h['uniformity_before']:.3f} -> {h['uniformity_after']:.3f}, cross-group "
+                 f"alignment {h['alignment_before']:.3f} -> {h['alignment_after']:.3f}")
+    if drop > H3_RANK_DROP:
+        return "supported", text + " - the detector's features lose dimensions"
+    if rise is not None and rise > H3_UNIFORMITY_RISE:
+        where = " (in the projections only: the detector's features keep their rank)" if abs(drop) < H3_RANK_STABLE else ""
+        return "supported", text + f" - the projections crowd together{where}"
+    if abs(drop) < H3_RANK_STABLE and (rise is None or rise < H3_UNIFORMITY_RISE / 2):
+        return "not supported", text
+    return "inconclusive", text
+
+
+def h2_verdict(points, replicates: int = 2000, seed: int = 0) -> tuple[str, str, dict]:
+    from analysis.diagnostics import rank_correlation
+
+    stats = rank_correlation(points, replicates, seed)
+    if "rho" not in stats:
+        return "inconclusive", f"only {stats['n']} (run, epoch) points", stats
+    (lo, hi), n = stats["ci"], stats["n"]
+    text = (f"Spearman correlation between the InfoNCE loss drop and the AP-gap change over {n} (run, epoch) points: "
+            f"{stats['rho']:+.2f}, 95% CI [{lo:+.2f}, {hi:+.2f}] (a loss tied to the goal would give a clearly negative value)")
+    return ("not supported" if hi < 0 else "supported"), text, stats
+
+
+def _judge_h1(ctx) -> Finding:
+    from reports import figures
+
+    diag = ctx.diagnostics()
+    verdict, text = h1_verdict(diag)
+    sims = {k: diag[f"h1_features_{k}"] for k in ("before", "after")}
+    fig = figures.bars({k: {"two views": v["two_views"], "same group": v["same_group"], "cross group": v["cross_group"]}
+                        for k, v in sims.items()}, "mean cosine similarity", ctx.out_dir, "h1_similarity.png")
+    where = (f"{diag['n_images']['female']} female and {diag['n_images']['male']} male validation images, run "
+             f"{ctx.best.name} {os.path.basename(ctx.best.runs[0])}")
+    return Finding(verdict, text, figure=fig, where=where)
+
+
+def _judge_h2(ctx) -> Finding:
+    from analysis.diagnostics import loss_vs_gap_points
+    from reports import figures
+
+    epochs, clean_val_gap = ctx.data.epochs, ctx.data.clean.get("val", {}).get("AP_gap")
+    pts = loss_vs_gap_points(epochs[epochs["condition"].str.startswith("trial")], "loss_infonce", clean_val_gap or 0.0)
+    verdict, text, stats = h2_verdict(pts)
+    fig = figures.scatter(pts, "InfoNCE loss drop since epoch 0", "val AP gap minus clean", ctx.out_dir,
+                          "h2_loss_vs_gap.png")
+    return Finding(verdict, text, stats, fig)
+
+
+def _judge_h3(ctx) -> Finding:
+    return Finding(*h3_verdict(ctx.diagnostics()))
+
+
+HYPOTHESES = (
+    Hypothesis("h1", "No semantic relation between cross-gender positives",
+               f"supported when real views are more than {H1_VIEW_MARGIN} more alike than cross-gender pairs and those "
+               "are no more alike than two same-group images", _judge_h1),
+    Hypothesis("h2", "Objective not tied to the goal", "not supported only when the interval is entirely below zero",
+               _judge_h2),
+    Hypothesis("h3", "Collapse", f"supported when the effective rank drops by more than {H3_RANK_DROP:.0%} or the "
+               f"projections' uniformity rises by more than {H3_UNIFORMITY_RISE}", _judge_h3),
+)
 
 
 class InfoNCE(Variant):
     name = "infonce"
     Config = InfoNCEConfig
+    original_checkpoint_key = "proj_head"
+    reference = "adversarial"
+    hypotheses = HYPOTHESES
 
     def __init__(self, cfg: InfoNCEConfig, hidden_dim: int):
         super().__init__(cfg, hidden_dim)
@@ -74,3 +161,15 @@ class InfoNCE(Variant):
 
     def weight_dict(self, epoch: int) -> dict[str, float]:
         return {**super().weight_dict(epoch), "infonce": self.cfg.lambda_infonce}
+
+    def feature_measurements(self, initial: "InfoNCE", features: dict) -> dict:
+        from analysis.diagnostics import alignment, cosine_summary, uniformity
+
+        z0 = {g: initial.proj_head(f["clean"]) for g, f in features.items()}
+        z1 = {g: self.proj_head(f["perturbed"]) for g, f in features.items()}
+        views = {g: self.proj_head(f["view_a"]) for g, f in features.items()}
+        return {"h1_projections_after": cosine_summary(z1["female"], z1["male"], views["female"], views["male"]),
+                "h3": {"uniformity_before": uniformity(torch.cat([z0["female"], z0["male"]])),
+                       "uniformity_after": uniformity(torch.cat([z1["female"], z1["male"]])),
+                       "alignment_before": alignment(z0["female"], z0["male"]),
+                       "alignment_after": alignment(z1["female"], z1["male"])}}

@@ -1,0 +1,44 @@
+"""Helpers shared by the trainer, ``faap eval``, ``faap bench``, the sweep runner, analysis and
+reports: the device, a saved run's config, and a saved run opened for reading."""
+
+from __future__ import annotations
+
+import torch
+
+from faap.errors import UserError
+from faap.rundir import RunDir
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def run_config(run_dir: str):
+    """The run's config object, rebuilt from its recorded ``config.yaml``; also the recorded mapping."""
+    from faap.config import field_names
+    from faap.variants import config_class, make_config
+
+    recorded = RunDir(run_dir).read_config()
+    cls = config_class(recorded["variant"])
+    # A judged checkpoint's folder records None for what it did not do (seed, epochs).
+    values = {k: v for k, v in recorded.items() if k in field_names(cls) and k != "variant" and v is not None}
+    return make_config(recorded["variant"], values), recorded
+
+
+def open_run(run_dir: str, epoch: int | None = None, split: str = "val", device="cpu"):
+    """(config, checkpoint state, the split's groups, the frozen detector) of a saved run."""
+    from faap import checkpoint as ckpt
+    from faap.data.coco import fingerprint, load_split
+    from faap.detector import load_detector
+
+    cfg, recorded = run_config(run_dir)
+    state = ckpt.load(run_dir, epoch, map_location=device)
+    if fingerprint(cfg.data) != recorded.get("dataset_fingerprint"):
+        raise UserError(f"dataset {cfg.data} changed since the run (fingerprint differs)")
+    groups = load_split(cfg.data, split)
+    categories = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
+    return cfg, state, groups, load_detector(cfg.detector, device, categories or None)

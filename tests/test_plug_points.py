@@ -1,0 +1,67 @@
+"""The plug points: one metric registry, one run-folder type, variants that declare their report."""
+
+import os
+
+import pytest
+
+from faap.metrics import MAXIMIZE, METRICS, MINIMIZE, metric
+
+
+def test_metric_registry_directions_and_selection():
+    assert {m.direction for m in METRICS.values()} == {MINIMIZE, MAXIMIZE}
+    assert all(m.name == name and m.description for name, m in METRICS.items())
+    history = [{"epoch": 0, "AP_gap": 0.2, "AP_mean": 0.5}, {"epoch": 1, "AP_gap": 0.1, "AP_mean": 0.5},
+               {"epoch": 2, "AP_gap": 0.1, "AP_mean": 0.4}]
+    assert metric("AP_gap").best(history)["epoch"] == 1  # ties: the earliest
+    assert metric("AP_mean").best(history)["epoch"] == 0
+    with pytest.raises(Exception, match="unknown metric 'AP_gpa'.*did you mean 'AP_gap'"):
+        metric("AP_gpa")
+
+
+def test_spec_and_config_ask_the_registry():
+    from ablations.spec import parse_spec
+    from faap.config import TrainConfig, bounds_of
+
+    assert bounds_of(TrainConfig, "select_metric")["choices"] == tuple(METRICS)
+    for name, m in METRICS.items():
+        spec = parse_spec({"study": "s", "variant": "infonce", "n_trials": 1, "objectives": [{"metric": name}],
+                           "search_space": {"temperature": {"type": "float", "low": 0.05, "high": 0.5}}})
+        assert spec.directions == [m.direction]
+
+
+def test_run_folder_layout_and_round_trip(tmp_path):
+    from faap import checkpoint as ckpt
+    from faap.rundir import RunDir
+
+    run = RunDir.of_seed(str(tmp_path / "trial_0003"), 43)
+    assert run.seed == 43 and run.path.endswith("trial_0003/seed43") and RunDir(str(tmp_path)).seed is None
+    assert run.checkpoint_path(7).endswith("seed43/checkpoints/epoch_0007.pt") == ckpt.path_for(run.path, 7).endswith(
+        "seed43/checkpoints/epoch_0007.pt") is True
+    assert run.eval_path("test", 2).endswith("seed43/eval/test_epoch_0002.json")
+    assert run.detections_path("val").endswith("seed43/eval/val_detections.json.gz")
+    assert run.read_metrics() == [] and not run.finished() and run.selected_epoch() is None
+    with pytest.raises(Exception, match="not a run folder"):
+        run.read_config()
+    run.write_config({"variant": "infonce", "seed": 43})
+    assert run.read_config() == {"variant": "infonce", "seed": 43}
+    for epoch in range(3):
+        run.append_metrics({"epoch": epoch, "AP_gap": 0.1 * epoch})
+    run.rewrite_metrics(run.read_metrics()[:2])
+    assert [r["epoch"] for r in run.read_metrics()] == [0, 1]
+    run.write_json(run.eval_path("val", 1), {"x": float("nan")})
+    assert run.read_eval("val", 1) == {"x": None} and run.eval_files() == [run.eval_path("val", 1)]
+    run.write_json(run.summary_path, {"selected_epoch": 1})
+    assert run.finished() and run.selected_epoch() == 1
+    for epoch in (2, 0):
+        os.makedirs(os.path.dirname(run.checkpoint_path(epoch)), exist_ok=True)
+        open(run.checkpoint_path(epoch), "wb").close()
+    assert run.checkpoint_epochs() == [0, 2] == ckpt.list_epochs(run.path)
+
+
+def test_data_root_reads_and_writes_nothing(tmp_path, monkeypatch):
+    """What the study loader uses to find 'synthetic' (test_reports checks it never calls resolve_data)."""
+    from ablations.storage import data_root
+
+    monkeypatch.setenv("FAAP_RUNS", str(tmp_path / "runs"))
+    assert data_root("synthetic").startswith(str(tmp_path / "runs")) and data_root("/x") == "/x"
+    assert not (tmp_path / "runs").exists()
