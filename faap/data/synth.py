@@ -24,12 +24,16 @@ import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from faap.config import CONFIG_DIR, DATASET_CONFIG
 from faap.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("train", "val", "test")
 VEIL_GREY = 0.5
@@ -198,7 +202,7 @@ def generate(out: str, cfg: SynthConfig | None = None, workers: int | None = Non
     return counts
 
 
-def oracle_delta(x: "torch.Tensor", veil: float, eps: float) -> "torch.Tensor":
+def oracle_delta(x: torch.Tensor, veil: float, eps: float) -> torch.Tensor:
     """The hand-written perturbation that lifts the veil, within the budget: a positive control.
 
     ``x`` is a normalised batch behind a veil of strength ``veil``; the veil is undone by
