@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import random
 import shutil
 
 import pytest
@@ -162,8 +163,10 @@ def test_train_transforms_multiscale_and_crop():
     tf = build_transforms(True, [64, 96], 200, 128, random_crop=True, crop_scales=(80,), crop_size=(40, 60))
     image = Image.new("RGB", (160, 120))
     torch.manual_seed(0)
+    random.seed(0)  # the crop draws from Python's RNG (seeded per DataLoader worker in training)
     for _ in range(10):
         img, t = tf(image, {"boxes": torch.tensor([[10.0, 10.0, 150.0, 110.0]]), "labels": torch.tensor([0])})
-        assert min(img.shape[-2:]) in (64, 96)
+        # torchvision's RandomShortestSize truncates (40 x 64/40 can give 63): one pixel of slack
+        assert any(abs(min(img.shape[-2:]) - s) <= 1 for s in (64, 96))
         b = t["boxes"]
         assert (b[:, 2] <= img.shape[-1] + 1e-4).all() and (b[:, 3] <= img.shape[-2] + 1e-4).all()
