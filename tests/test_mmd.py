@@ -125,6 +125,7 @@ def test_hypothesis_rules():
     assert h2_verdict(0.1, 0.09) == ("supported", {"shift_female": 0.1, "shift_male": 0.09,
                                                    "male_to_female": pytest.approx(0.9)})
     assert h2_verdict(0.1, 0.02)[0] == "not supported" and h2_verdict(0.1, 0.06)[0] == "inconclusive"
+    assert h2_verdict(0.0, 0.06) == ("inconclusive", {"shift_female": 0.0, "shift_male": 0.06, "male_to_female": None})
 
 
 def test_tiny_run_logs_mmd_and_is_judged(tiny_data, tmp_path):

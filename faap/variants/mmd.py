@@ -75,7 +75,9 @@ def _judge_h1(ctx) -> Finding:
 
 
 def h2_verdict(shift_female: float, shift_male: float) -> tuple[str, dict]:
-    ratio = shift_male / shift_female if shift_female > 0 else float("inf")
+    if shift_female <= 0:  # G left women's features where they were: no ratio (and no inf in report.json)
+        return "inconclusive", {"shift_female": shift_female, "shift_male": shift_male, "male_to_female": None}
+    ratio = shift_male / shift_female
     stats = {"shift_female": shift_female, "shift_male": shift_male, "male_to_female": ratio}
     if ratio >= H2_SYMMETRIC:
         return "supported", stats
@@ -86,7 +88,7 @@ def _judge_h2(ctx) -> Finding:
     shift = ctx.diagnostics()["feature_shift"]
     verdict, s = h2_verdict(shift["female"], shift["male"])
     text = (f"relative shift of pooled decoder features under the perturbation: female {s['shift_female']:.4f}, "
-            f"male {s['shift_male']:.4f} (male/female {s['male_to_female']:.2f})")
+            f"male {s['shift_male']:.4f} (male/female {s['male_to_female'] or float('nan'):.2f})")
     return Finding(verdict, text, s)
 
 
