@@ -79,13 +79,16 @@ def test_mmd_by_hand():
     assert z.item() == 0.0 and torch.equal(one.grad, torch.zeros(1, 2))
 
 
-def test_detach_male_moves_only_women_and_weights():
+def test_detach_male_moves_only_women_as_the_2nd_and_weights():
     feats = torch.randn(4, 3, 8, requires_grad=True)
     for detach, male_moves in ((False, True), (True, False)):
         v = MMD(make_config("mmd", {"detach_male": detach}), 8)
         loss = v.loss_terms(StepState(out=SimpleNamespace(features=feats), n_female=2, epoch=0))["mmd"]
         (grad,) = torch.autograd.grad(loss, feats)
         assert grad[:2].abs().sum() > 0 and (grad[2:].abs().sum() > 0) == male_moves
+        if detach:  # the 2nd's _mmd_rbf_asymmetric(X, Y_target): the 1st's formula on Y_target.detach()
+            (ref,) = torch.autograd.grad(original_mmd_rbf(feats[:2], feats[2:].detach()), feats)
+            assert torch.allclose(grad, ref, atol=1e-6)
     v = MMD(make_config("mmd", {}), 8)
     assert v.weight_dict(0) == v.weight_dict(11) == {"det": 0.5, "wass": 0.2, "mmd": 2.0}
 
