@@ -95,7 +95,8 @@ def _judge_h2(ctx) -> Finding:
 HYPOTHESES = (
     Hypothesis("h1", "Feature alignment is not score alignment ('MMD로 feature 공간을 맞춰도 AP/AR Gap 개선으로 "
                "이어지지 않을 수 있음')", f"supported when the MMD fell by more than {H1_ALIGNED:.0%} and the val AP gap "
-               "did not shrink below the clean detector's; inconclusive when the MMD did not fall that much", _judge_h1),
+               "did not shrink below the clean detector's; inconclusive when the MMD did not fall that much",
+               _judge_h1),
     Hypothesis("h2", "The symmetric MMD also disturbs men ('1st의 대칭 구조가 남성 feature도 불필요하게 교란')",
                f"supported when male features move at least {H2_SYMMETRIC} times as far as female ones; not supported "
                f"below {H2_ONE_SIDED}", _judge_h2),
