@@ -67,3 +67,32 @@ def adversarial_fairness(logits: torch.Tensor, labels: torch.Tensor, alpha: floa
     log_p = logits.log_softmax(-1)
     entropy = -(log_p.exp() * log_p).sum(-1).mean()
     return -(F.cross_entropy(logits, labels) + alpha * entropy)
+
+
+# ---- mmd ----
+MMD_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
+"""Bandwidths of the original's multi-kernel RBF MMD (train_faap_mmd_1st.py, ``_mmd_rbf``)."""
+
+
+def pool_queries(features: torch.Tensor) -> torch.Tensor:
+    """B x Q x D decoder features -> B x D (mean over queries); B x D passes through."""
+    return features.mean(1) if features.dim() == 3 else features
+
+
+def multi_kernel_mmd(x: torch.Tensor, y: torch.Tensor, sigmas=MMD_SIGMAS) -> torch.Tensor:
+    """``sum_s [mean k_s(x, x') + mean k_s(y, y') - 2 mean k_s(x, y)]``, ``k_s = exp(-|a - b|^2 / (2 s^2))``.
+
+    Rows of ``x`` and ``y`` are samples (pool B x Q x D features first). The biased estimator, as the
+    original: the kernel matrices' diagonals (k = 1) are in the means, so one sample per group still
+    gives a finite value. A side without rows contributes nothing (a zero that keeps the graph).
+    """
+    if len(x) == 0 or len(y) == 0:
+        return (x.sum() + y.sum()) * 0.0
+    # cdist, then squared, as the original: its backward is 0 at a zero distance (the diagonal),
+    # where the expanded |a|^2 + |b|^2 - 2ab form can go slightly negative.
+    d_xx, d_yy, d_xy = (torch.cdist(a, b, p=2).pow(2) for a, b in ((x, x), (y, y), (x, y)))
+    total = x.new_zeros(())
+    for sigma in sigmas:
+        gamma = 1.0 / (2 * sigma**2)
+        total = total + (-gamma * d_xx).exp().mean() + (-gamma * d_yy).exp().mean() - 2 * (-gamma * d_xy).exp().mean()
+    return total
