@@ -39,17 +39,33 @@ def perturb_groups(generator, x, mask, n_female: int, eps: float, perturb_paddin
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def group_set_loss(detector, out, targets, n_female: int):
-    """Set loss summed over the groups (each normalised by its own boxes), matchings, matched scores."""
-    total, matched = 0.0, []
-    for s in group_slices(n_female, len(targets)):
+def _image_means(scores: torch.Tensor, indices) -> torch.Tensor:
+    """Each image's mean matched score (0 for an image without a match) from the per-query scores."""
+    parts = scores.split([len(q) for q, _ in indices])
+    return torch.stack([p.mean() if len(p) else scores.new_zeros(()) for p in parts])
+
+
+def group_set_loss(detector, out, targets, n_female: int, whole_batch: bool = False, per_image: bool = False):
+    """Set loss summed over the groups (each normalised by its own boxes), matchings, matched scores.
+
+    ``whole_batch``: one set loss over the batch, normalised by all its boxes (the single-pass originals);
+    ``per_image``: one score per image, its mean matched score (0 without a match), not one per query.
+    """
+    parts = [slice(0, len(targets))] if whole_batch else group_slices(n_female, len(targets))
+    total, matched, cut = 0.0, [], n_female
+    for s in parts:
         if s.stop == s.start:
             matched.append(out.logits.new_zeros(0))
             continue
         sub, tg = out.select(s), targets[s]
         loss, _, indices = detector.set_loss(sub, tg)
         total = total + loss
-        matched.append(detector.matched_scores(sub, tg, indices))
+        scores = detector.matched_scores(sub, tg, indices)
+        matched.append(_image_means(scores, indices) if per_image else scores)
+        if whole_batch and not per_image:  # the female images' queries come first
+            cut = sum(len(q) for q, _ in indices[:n_female])
+    if whole_batch:
+        return total, matched[0][:cut], matched[0][cut:]
     return total, matched[0], matched[1]
 
 
@@ -81,7 +97,10 @@ def forward(generator, detector, variant, x, mask, n_female: int, eps: float, pe
     """
     amp = variant.cfg.amp == "bf16" and x.is_cuda
     with torch.autocast("cuda", torch.bfloat16, enabled=amp):
-        x_adv, delta = perturb_groups(generator, x, mask, n_female, eps, variant.cfg.perturb_padding)
+        if variant.whole_batch:  # one G pass: BatchNorm statistics over both groups
+            x_adv, delta = perturb(generator, x, mask, eps, variant.cfg.perturb_padding)
+        else:
+            x_adv, delta = perturb_groups(generator, x, mask, n_female, eps, variant.cfg.perturb_padding)
         x_in = variant.augment(x_adv)
         if per_group:
             out = DetectorOutput.cat([detector(x_in[s], mask[s]) for s in group_slices(n_female, len(x))
@@ -94,7 +113,10 @@ def forward(generator, detector, variant, x, mask, n_female: int, eps: float, pe
 def generator_update(state: StepState, targets, delta, mask, detector, variant, opt_g, dist_sync=None) -> dict:
     """G's loss (weighted named terms), backward, clip, step; returns logged values."""
     cfg, out, n_female = variant.cfg, state.out, state.n_female
-    det, scores_f, scores_m = group_set_loss(detector, out, targets, n_female)
+    det, scores_f, scores_m = group_set_loss(detector, out, targets, n_female, variant.whole_batch,
+                                             variant.image_scores)
+    if variant.image_scores:
+        state.extras["image_scores"] = torch.cat([scores_f, scores_m])
     terms = {"det": det, "wass": one_way_wasserstein(scores_f, scores_m), **variant.loss_terms(state)}
     weights = variant.weight_dict(state.epoch)
     total = sum(weights[k] * v for k, v in terms.items())
@@ -111,6 +133,7 @@ def generator_update(state: StepState, targets, delta, mask, detector, variant, 
         nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     opt_g.step()
     logs.update(_diagnostics(detector, out, delta, mask, n_female, scores_f, scores_m, cfg.obj_conf_thresh))
+    logs.update(state.extras.get("logs", {}))  # values the variant's loss_terms left for the log
     return logs
 
 

@@ -96,3 +96,47 @@ def multi_kernel_mmd(x: torch.Tensor, y: torch.Tensor, sigmas=MMD_SIGMAS) -> tor
         gamma = 1.0 / (2 * sigma**2)
         total = total + (-gamma * d_xx).exp().mean() + (-gamma * d_yy).exp().mean() - 2 * (-gamma * d_xy).exp().mean()
     return total
+
+
+# ---- score_contrastive ----
+def percentile_split(scores: torch.Tensor, top_percent: float = 0.4, bottom_percent: float = 0.4,
+                     min_samples: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of the batch's top and bottom by score (positives, anchors): ``max(min_samples, int(n * p))``
+    each, or the upper half and the rest when those overlap; the rows in between are left out."""
+    n = len(scores)
+    order = scores.detach().argsort(descending=True)  # ties: torch's order, as the original
+    n_top = max(min_samples, int(n * top_percent))  # int() truncates: 7 * 0.4 -> 2
+    n_bottom = max(min_samples, int(n * bottom_percent))
+    if n_top + n_bottom > n:  # an odd batch gives its middle row to the anchors
+        n_top = n // 2
+        n_bottom = n - n_top
+    return order[:n_top], order[n - n_bottom:]
+
+
+def _infonce_toward(z: torch.Tensor, anchors: torch.Tensor, positives: torch.Tensor, temperature: float):
+    """``-mean_a[ lse_{p != a}(z_a . z_p / t) - lse_{k != a}(z_a . z_k / t) ]``, k over the whole batch
+    (positives, other anchors and the left-out middle rows alike); each anchor's own row is masked."""
+    sim = z[anchors] @ z.T / temperature  # A x N
+    own = anchors[:, None] == torch.arange(len(z), device=z.device)[None, :]
+    sim = sim.masked_fill(own, float("-inf"))
+    return -(torch.logsumexp(sim[:, positives], dim=1) - torch.logsumexp(sim, dim=1)).mean()
+
+
+def score_contrastive(z: torch.Tensor, scores: torch.Tensor, temperature: float = 0.1, top_percent: float = 0.4,
+                      bottom_percent: float = 0.4, min_samples: int = 2, positive_weight: float | None = None,
+                      anchor_weight: float = 1.0):
+    """Adaptive score-based contrastive loss over L2-normalised projections ``z`` (N x D) ranked by ``scores``.
+
+    Anchors (the bottom rows) are pulled toward the positives (the top rows). With ``positive_weight``
+    (the original's bidirectional loss): ``anchor_weight * that + positive_weight * L_p2p``, where the
+    positives are pulled toward each other (0 below two positives). Returns ``(loss, (top, bottom))``;
+    a batch under ``2 * min_samples`` rows gives a constant 0 and no split (no gradient, as the original).
+    """
+    if len(z) < 2 * min_samples:
+        return z.new_zeros(()), None
+    top, bottom = percentile_split(scores, top_percent, bottom_percent, min_samples)
+    loss = _infonce_toward(z, bottom, top, temperature)
+    if positive_weight is None:
+        return loss, (top, bottom)
+    p2p = _infonce_toward(z, top, top, temperature) if len(top) >= 2 else z.new_zeros(())
+    return anchor_weight * loss + positive_weight * p2p, (top, bottom)

@@ -29,7 +29,8 @@ class StepState:
     """Rows ``[:n_female]`` are female, the rest male."""
     epoch: int
     extras: dict = field(default_factory=dict)
-    """Hooks from the trainer, e.g. ``recompute_features`` (used only by the legacy bench)."""
+    """Hooks from the trainer, e.g. ``recompute_features`` (used only by the legacy bench); ``loss_terms``
+    may leave scalars to log under ``extras['logs']``."""
 
     @property
     def female(self) -> slice:
@@ -93,6 +94,11 @@ class Variant(nn.Module, abc.ABC):
     """Failure hypotheses the study report measures (none: the report says so)."""
     report_sections: tuple = ()
     """Extra study-report sections, each ``(ctx) -> markdown lines`` (numbers into ``ctx.report``)."""
+    whole_batch = False
+    """G and the set loss run once over the whole batch (the single-pass originals), not once per group."""
+    image_scores = False
+    """``wass`` and ``matched_score_*`` use each image's mean matched score, not one per matched query;
+    the scores (female rows first) reach ``loss_terms`` as ``state.extras['image_scores']``."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
