@@ -75,13 +75,17 @@ def current_eps(cfg, epoch: int) -> float:
 
 
 def forward(generator, detector, variant, x, mask, n_female: int, eps: float, per_group: bool = False):
-    """Perturb each group, augment (variant), run the detector once over the whole batch.
+    """Perturb each group (or the whole batch, ``variant.whole_batch_generator``), augment (variant), run
+    the detector once over the whole batch.
 
     ``per_group`` runs the detector once per group instead (the original's structure; bench only).
     """
     amp = variant.cfg.amp == "bf16" and x.is_cuda
     with torch.autocast("cuda", torch.bfloat16, enabled=amp):
-        x_adv, delta = perturb_groups(generator, x, mask, n_female, eps, variant.cfg.perturb_padding)
+        if variant.whole_batch_generator:  # one G pass: BatchNorm batch statistics mix both groups
+            x_adv, delta = perturb(generator, x, mask, eps, variant.cfg.perturb_padding)
+        else:
+            x_adv, delta = perturb_groups(generator, x, mask, n_female, eps, variant.cfg.perturb_padding)
         x_in = variant.augment(x_adv)
         if per_group:
             out = DetectorOutput.cat([detector(x_in[s], mask[s]) for s in group_slices(n_female, len(x))
@@ -140,7 +144,8 @@ def train_step(batch, generator, detector, variant, opt_g, epoch: int, device, d
     passes = variant.extra_generator_passes()
     with BatchNormUpdates(generator, enabled=passes > 0) as bn:
         out, delta = forward(generator, detector, variant, x, mask, n_female, current_eps(variant.cfg, epoch))
-    state = StepState(out=out, n_female=n_female, epoch=epoch, extras={"sync": dist_sync})
+    state = StepState(out=out, n_female=n_female, epoch=epoch,
+                      extras={"sync": dist_sync, "class_probs": detector.class_probs})
     logs = variant.before_generator_step(state)
     logs.update(generator_update(state, targets, delta, mask, detector, variant, opt_g, dist_sync))
     # The original ran G (train mode) once more per group for each adversary step: same batch
