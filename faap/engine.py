@@ -53,6 +53,14 @@ def group_set_loss(detector, out, targets, n_female: int):
     return total, matched[0], matched[1]
 
 
+def batch_set_loss(detector, out, targets, n_female: int):
+    """One set loss over the whole batch (normalised by all its boxes), then the matched scores per group."""
+    loss, _, indices = detector.set_loss(out, targets)
+    scores = detector.matched_scores(out, targets, indices)
+    n_f = sum(len(queries) for queries, _ in indices[:n_female])  # matched scores come image by image
+    return loss, scores[:n_f], scores[n_f:]
+
+
 def _diagnostics(detector, out, delta, mask, n_female, scores_f, scores_m, thresh) -> dict[str, float]:
     with torch.no_grad():
         d = delta.flatten(1)
@@ -75,14 +83,14 @@ def current_eps(cfg, epoch: int) -> float:
 
 
 def forward(generator, detector, variant, x, mask, n_female: int, eps: float, per_group: bool = False):
-    """Perturb each group (or the whole batch, ``variant.whole_batch_generator``), augment (variant), run
+    """Perturb each group (or the whole batch, ``variant.whole_batch``), augment (variant), run
     the detector once over the whole batch.
 
     ``per_group`` runs the detector once per group instead (the original's structure; bench only).
     """
     amp = variant.cfg.amp == "bf16" and x.is_cuda
     with torch.autocast("cuda", torch.bfloat16, enabled=amp):
-        if variant.whole_batch_generator:  # one G pass: BatchNorm batch statistics mix both groups
+        if variant.whole_batch:  # one G pass: BatchNorm batch statistics mix both groups
             x_adv, delta = perturb(generator, x, mask, eps, variant.cfg.perturb_padding)
         else:
             x_adv, delta = perturb_groups(generator, x, mask, n_female, eps, variant.cfg.perturb_padding)
@@ -98,7 +106,8 @@ def forward(generator, detector, variant, x, mask, n_female: int, eps: float, pe
 def generator_update(state: StepState, targets, delta, mask, detector, variant, opt_g, dist_sync=None) -> dict:
     """G's loss (weighted named terms), backward, clip, step; returns logged values."""
     cfg, out, n_female = variant.cfg, state.out, state.n_female
-    det, scores_f, scores_m = group_set_loss(detector, out, targets, n_female)
+    set_loss = batch_set_loss if variant.whole_batch else group_set_loss
+    det, scores_f, scores_m = set_loss(detector, out, targets, n_female)
     terms = {"det": det, "wass": one_way_wasserstein(scores_f, scores_m), **variant.loss_terms(state)}
     weights = variant.weight_dict(state.epoch)
     total = sum(weights[k] * v for k, v in terms.items())

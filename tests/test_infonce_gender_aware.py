@@ -184,9 +184,12 @@ def test_cli_bad_value_one_line_exit_2(tiny_data, tmp_path, setting, message):
     assert not out.exists()
 
 
-# ---- the engine's whole-batch switch and the replaced Wasserstein --------------------------------------
+# ---- the engine's whole-batch switch (G, set loss) and the replaced Wasserstein --------------------------------------
 class _StubDetector:
-    """Logits from the image means; what the engine's G step needs, nothing more."""
+    """Logits from the image means; what the engine's G step needs, nothing more (one match per image)."""
+
+    def __init__(self):
+        self.set_loss_calls = []
 
     def __call__(self, x, mask):
         feats = x.mean(dim=(2, 3)).unsqueeze(1).expand(-1, 12, -1).contiguous()  # B x 12 x 3
@@ -194,7 +197,8 @@ class _StubDetector:
         return DetectorOutput(logits, feats[..., :2].repeat(1, 1, 2).sigmoid(), feats, [])
 
     def set_loss(self, out, targets):
-        return out.boxes.sum() * 0.0, {}, None
+        self.set_loss_calls.append(len(targets))
+        return out.boxes.sum() * 0.0, {}, [(torch.tensor([0]), torch.tensor([0]))] * len(targets)
 
     def matched_scores(self, out, targets, indices):
         return out.logits[:, 0, 0].sigmoid() + 0.25  # anything unlike the image-level scores
@@ -211,7 +215,7 @@ def _bn_generator():
     return nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)).train()
 
 
-def test_whole_batch_generator_switch():
+def test_whole_batch_switch_runs_g_once():
     x = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     x[:2] += 2.0  # the female rows differ, so per-group and whole-batch statistics differ
     mask = torch.ones(6, 8, 8)
@@ -221,7 +225,7 @@ def test_whole_batch_generator_switch():
     torch.testing.assert_close(delta, perturb(_bn_generator(), x, mask, 0.1)[1])
     assert not torch.allclose(delta, perturb_groups(_bn_generator(), x, mask, 2, 0.1)[1])
     other = get_variant("infonce")(make_config("infonce", {"aug_strength": "none"}), 3)
-    assert other.whole_batch_generator is False
+    assert other.whole_batch is False
     _, delta_groups = forward(_bn_generator(), _StubDetector(), other, x, mask, 2, 0.1)
     torch.testing.assert_close(delta_groups, perturb_groups(_bn_generator(), x, mask, 2, 0.1)[1])
 
@@ -239,7 +243,14 @@ def test_generator_step_logs_the_image_level_wasserstein():
     matched = det.matched_scores(out, None, None).detach()
     assert logs["loss_wass"] != pytest.approx(float(one_way_wasserstein(matched[:3], matched[3:])))
     assert logs["loss_gender_aware"] > 0
+    assert det.set_loss_calls == [6]  # one set loss over the whole batch (the engine's default: one per group)
+    assert logs["matched_score_f"] == pytest.approx(float(matched[:3].mean()))
     assert ga.skips(1, 6) and ga.skips(6, 6) and not ga.skips(2, 3)
+    det.set_loss_calls.clear()
+    other = get_variant("infonce")(make_config("infonce", {}), 3)
+    generator_update(StepState(out=det(x, None), n_female=3, epoch=0), [{}] * 6, x.detach() * 0, None, det, other,
+                     torch.optim.SGD(other.g_parameters(), lr=0.0))
+    assert det.set_loss_calls == [3, 3]
 
 
 # ---- a tiny run, and the hypotheses judged on it -------------------------------------------------------

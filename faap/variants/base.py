@@ -93,8 +93,9 @@ class Variant(nn.Module, abc.ABC):
     """Failure hypotheses the study report measures (none: the report says so)."""
     report_sections: tuple = ()
     """Extra study-report sections, each ``(ctx) -> markdown lines`` (numbers into ``ctx.report``)."""
-    whole_batch_generator = False
-    """Run G once over the whole batch (BatchNorm statistics over both groups) instead of once per group."""
+    whole_batch = False
+    """G runs once over the whole batch (BatchNorm statistics over both groups) and the set loss is taken once,
+    normalised by all the batch's boxes, instead of once per group."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -1,6 +1,6 @@
 """The "3rd" InfoNCE of the original (train_faap_simclr_infonce_3rd.py): female anchors, male positives
-weighted by how far a man's image-level score lies above the woman's, other women as negatives; G on the
-whole batch at a fixed eps; the one-way Wasserstein on image-level top-k scores instead of matched scores."""
+weighted by how far a man's image-level score lies above the woman's, other women as negatives; G and the
+set loss on the whole batch, at a fixed eps; the one-way Wasserstein on image-level top-k scores instead of matched scores."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class InfonceGenderAware(Variant):
     label = "3rd (gender-aware InfoNCE)"
     reference = "infonce"
     hypotheses = HYPOTHESES
-    whole_batch_generator = True  # the original ran G once on the whole batch
+    whole_batch = True  # the original ran G and the set loss once on the whole batch
 
     def __init__(self, cfg: InfonceGenderAwareConfig, hidden_dim: int):
         super().__init__(cfg, hidden_dim)
