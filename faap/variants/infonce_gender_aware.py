@@ -1,6 +1,6 @@
 """The "3rd" InfoNCE of the original (train_faap_simclr_infonce_3rd.py): female anchors, male positives
 weighted by how far a man's image-level score lies above the woman's, other women as negatives; G and the
-set loss on the whole batch, at a fixed eps; the one-way Wasserstein on image-level top-k scores instead of matched scores."""
+set loss on the whole batch, at a fixed eps; the one-way Wasserstein on image-level top-k scores."""
 
 from __future__ import annotations
 
@@ -51,9 +51,7 @@ class InfonceGenderAwareConfig(TrainConfig):
 
 
 # ---- failure hypotheses, from the original's Report/infonce_3rd_vs_wgan_7th_analysis.md, section 4.1 ----
-H2_OVERFIT_RISE = 0.005
-H2_STABLE = 0.001
-H2_MIN_EPOCHS = 3
+H2_OVERFIT_RISE, H2_STABLE, H2_MIN_EPOCHS = 0.005, 0.001, 3  # AP-gap rise best -> last epoch; epochs needed
 
 
 def _per_run(epochs, metric: str):
@@ -79,10 +77,9 @@ def _judge_reversal(ctx) -> Finding:
 
 def _judge_overfit(ctx) -> Finding:
     runs = _per_run(ctx.data.epochs, "AP_gap")
-    rises = np.array([v[-1] - v.min() for v in runs.values()]) if runs else np.zeros(0)
-    if not len(rises):
+    if not runs:
         return Finding("inconclusive", "no AP_gap records")
-    n_epochs = min(len(v) for v in runs.values())
+    rises, n_epochs = np.array([v[-1] - v.min() for v in runs.values()]), min(len(v) for v in runs.values())
     rise = float(np.median(rises))
     text = (f"val AP gap at the last epoch minus its best epoch, median over {len(rises)} runs: {rise:+.4f} "
             f"(shortest run {n_epochs} epochs)")
@@ -140,8 +137,7 @@ class InfonceGenderAware(Variant):
                 "image_score_gap": (s_m.mean() - s_f.mean()).item(), "pos_weight": w.item()}
 
     def loss_terms(self, state: StepState) -> dict[str, torch.Tensor]:
-        cfg, s = self.cfg, self._scores(state)
-        z = self.proj_head(state.out.features)
+        cfg, s, z = self.cfg, self._scores(state), self.proj_head(state.out.features)
         fem, male = state.female, state.male
         return {"gender_aware": gender_aware_infonce(z[fem], z[male], s[fem], s[male], cfg.temperature,
                                                      cfg.score_weight_alpha, cfg.score_sharpness,
