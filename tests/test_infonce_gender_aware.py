@@ -313,3 +313,18 @@ def test_hypothesis_rules_on_made_up_records():
     f = hyp["overfit"].judge(rising)
     assert f.verdict == "supported" and f.stats["rise_median"] == pytest.approx((0.004 + 0.02) / 2)
     assert hyp["overfit"].judge(_ctx(_rows("AP_gap", {"a": [0.11, 0.10, 0.09]}))).verdict == "not supported"
+
+
+def test_bench_steps_run_the_variant():
+    """`faap bench` times every registered variant, in the suite's step and the original-loop one."""
+    from faap.bench import legacy_step, random_batch
+    from faap.detector import load_detector
+    from faap.engine import train_step
+    from faap.generator import build_generator
+
+    detector, batch = load_detector("demo", "cpu"), random_batch(4, 64)
+    for step in (train_step, legacy_step):
+        torch.manual_seed(0)
+        gen, ga = build_generator(False, torch.device("cpu")), get_variant(VARIANT)(make_config(VARIANT, {}), 128)
+        logs = step(batch, gen, detector, ga, torch.optim.Adam(list(gen.parameters()) + ga.g_parameters()), 0, "cpu")
+        assert logs["loss_gender_aware"] > 0 and "loss_wass" in logs

@@ -129,6 +129,8 @@ class InfonceGenderAware(Variant):
         return image_level_scores(state.extras["class_probs"](state.out.logits), self.cfg.score_top_k)
 
     def before_generator_step(self, state: StepState) -> dict[str, float]:
+        if state.out is None:  # bench's original-loop timing recomputes features for adversaries only
+            return {}
         with torch.no_grad():  # logged only (the hypotheses read them)
             s = self._scores(state)
             s_f, s_m = s[state.female], s[state.male]
