@@ -108,7 +108,7 @@ class InfonceGenderAware(Variant):
     name = "infonce_gender_aware"
     Config = InfonceGenderAwareConfig
     label = "3rd (gender-aware InfoNCE)"
-    reference = "infonce"
+    reference = "adversarial"  # the 7th, which the original's analysis note compares it with
     hypotheses = HYPOTHESES
     whole_batch = True  # the original ran G and the set loss once on the whole batch
 
@@ -131,10 +131,10 @@ class InfonceGenderAware(Variant):
     def before_generator_step(self, state: StepState) -> dict[str, float]:
         if state.out is None:  # bench's original-loop timing recomputes features for adversaries only
             return {}
-        with torch.no_grad():  # logged only (the hypotheses read them)
+        with torch.no_grad():  # logged only (the hypotheses read them); pos_weight: w^alpha, on exp(sim/t)
             s = self._scores(state)
             s_f, s_m = s[state.female], s[state.male]
-            w = score_weight_bias(s_f, s_m, self.cfg.score_sharpness).exp().mean()
+            w = (self.cfg.score_weight_alpha * score_weight_bias(s_f, s_m, self.cfg.score_sharpness)).exp().mean()
         return {"image_score_f": s_f.mean().item(), "image_score_m": s_m.mean().item(),
                 "image_score_gap": (s_m.mean() - s_f.mean()).item(), "pos_weight": w.item()}
 
