@@ -30,18 +30,21 @@ def legacy_step(batch, generator, detector, variant, opt_g, epoch: int, device, 
     forward for G's step; the detector runs once per group."""
     x, mask, targets, n_female = female_first(batch, device)
     eps = current_eps(variant.cfg, epoch)
+    hooks = {"class_probs": detector.class_probs}  # as the suite's step gives them
 
     def recompute_features():
         with torch.no_grad():
             return forward(generator, detector, variant, x, mask, n_female, eps, per_group)[0].features
 
     if recompute:  # k_d recomputations for the D steps, then a fresh forward for G's step
-        logs = variant.before_generator_step(StepState(None, n_female, epoch, {"recompute_features": recompute_features}))
+        adversary = StepState(None, n_female, epoch, {**hooks, "recompute_features": recompute_features})
+        logs = variant.before_generator_step(adversary)
         out, delta = forward(generator, detector, variant, x, mask, n_female, eps, per_group)
     else:
         out, delta = forward(generator, detector, variant, x, mask, n_female, eps, per_group)
-        logs = variant.before_generator_step(StepState(out, n_female, epoch))
-    logs.update(generator_update(StepState(out, n_female, epoch), targets, delta, mask, detector, variant, opt_g))
+        logs = variant.before_generator_step(StepState(out, n_female, epoch, hooks))
+    state = StepState(out, n_female, epoch, hooks)
+    logs.update(generator_update(state, targets, delta, mask, detector, variant, opt_g))
     return logs
 
 

@@ -91,7 +91,8 @@ def current_eps(cfg, epoch: int) -> float:
 
 
 def forward(generator, detector, variant, x, mask, n_female: int, eps: float, per_group: bool = False):
-    """Perturb each group, augment (variant), run the detector once over the whole batch.
+    """Perturb each group (or the whole batch, ``variant.whole_batch``), augment (variant), run
+    the detector once over the whole batch.
 
     ``per_group`` runs the detector once per group instead (the original's structure; bench only).
     """
@@ -163,7 +164,8 @@ def train_step(batch, generator, detector, variant, opt_g, epoch: int, device, d
     passes = variant.extra_generator_passes()
     with BatchNormUpdates(generator, enabled=passes > 0) as bn:
         out, delta = forward(generator, detector, variant, x, mask, n_female, current_eps(variant.cfg, epoch))
-    state = StepState(out=out, n_female=n_female, epoch=epoch, extras={"sync": dist_sync})
+    state = StepState(out=out, n_female=n_female, epoch=epoch,
+                      extras={"sync": dist_sync, "class_probs": detector.class_probs})
     logs = variant.before_generator_step(state)
     logs.update(generator_update(state, targets, delta, mask, detector, variant, opt_g, dist_sync))
     # The original ran G (train mode) once more per group for each adversary step: same batch

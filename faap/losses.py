@@ -140,3 +140,43 @@ def score_contrastive(z: torch.Tensor, scores: torch.Tensor, temperature: float 
         return loss, (top, bottom)
     p2p = _infonce_toward(z, top, top, temperature) if len(top) >= 2 else z.new_zeros(())
     return anchor_weight * loss + positive_weight * p2p, (top, bottom)
+
+
+# ---- infonce_gender_aware ----
+def image_level_scores(probs: torch.Tensor, top_k: int = 10) -> torch.Tensor:
+    """B x Q x C real-class probabilities -> B: the mean of each image's ``top_k`` highest query scores
+    (a query's score: its highest class probability); all queries when ``top_k`` is 0 or >= Q."""
+    best = probs.max(dim=-1).values
+    if 0 < top_k < best.size(1):
+        best = best.topk(top_k, dim=1).values
+    return best.mean(dim=1)
+
+
+def score_weight_bias(scores_f: torch.Tensor, scores_m: torch.Tensor, sharpness: float = 5.0) -> torch.Tensor:
+    """N_f x N_m ``log(w_ij + 1e-8)``, ``w_ij = 0.5 + sigmoid(sharpness * (s_m[j] - s_f[i]))`` in (0.5, 1.5).
+
+    Scores are detached: they choose how hard a pair is pulled, they are not trained through this term.
+    """
+    diff = scores_m.detach().unsqueeze(0) - scores_f.detach().unsqueeze(1)
+    return torch.log(0.5 + torch.sigmoid(diff * sharpness) + 1e-8)
+
+
+def gender_aware_infonce(z_f: torch.Tensor, z_m: torch.Tensor, scores_f: torch.Tensor, scores_m: torch.Tensor,
+                         temperature: float = 0.07, alpha: float = 1.0, sharpness: float = 5.0,
+                         weight_f: float = 1.5, weight_m: float = 0.5) -> torch.Tensor:
+    """``a_f * L_F->M(score-weighted) + a_m * L_M->F`` over L2-normalised projections.
+
+    F->M: every male is a positive of each female anchor, its logit raised by ``alpha * log w_ij``
+    (the weight multiplies exp(sim / t)); the other females are the negatives. M->F is the plain
+    cross-gender direction (no weights), taken only with at least 2 males. Fewer than 2 females
+    or no male: zero (keeping the graph).
+    """
+    if len(z_f) < 2 or len(z_m) < 1:
+        return (z_f.sum() + z_m.sum()) * 0.0
+    pos = z_f @ z_m.T / temperature + alpha * score_weight_bias(scores_f, scores_m, sharpness)
+    same = (z_f @ z_f.T / temperature).masked_fill(torch.eye(len(z_f), dtype=torch.bool, device=z_f.device),
+                                                   float("-inf"))
+    # The weights enter numerator and denominator alike: it is the positives' share that they tilt.
+    f2m = -(torch.logsumexp(pos, dim=1) - torch.logsumexp(torch.cat([pos, same], dim=1), dim=1)).mean()
+    m2f = _directional_infonce(z_m, z_f, temperature) if len(z_m) >= 2 else z_m.sum() * 0.0
+    return weight_f * f2m + weight_m * m2f

@@ -1,0 +1,152 @@
+"""The "3rd" InfoNCE of the original (train_faap_simclr_infonce_3rd.py): female anchors, male positives
+weighted by how far a man's image-level score lies above the woman's, other women as negatives; G and the
+set loss on the whole batch, at a fixed eps; the one-way Wasserstein on image-level top-k scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from faap.augment import STRENGTHS, color_augment
+from faap.config import TrainConfig, bounded
+from faap.heads import ProjectionHead
+from faap.losses import gender_aware_infonce, image_level_scores, one_way_wasserstein, score_weight_bias
+from faap.variants.base import Finding, Hypothesis, StepState, Variant
+
+
+@dataclass
+class InfonceGenderAwareConfig(TrainConfig):
+    # Shared fields whose default the original changes (they keep TrainConfig's bounds): AdamW with
+    # weight decay 0.01, batch 8, and a fixed eps 0.10 (no schedule: start = peak = final).
+    # lr_g 1e-4, grad_clip 0.1, epochs 24, beta 0.5 -> 0.6 and lambda_wass 0.2 equal the shared ones;
+    # here lambda_wass weights the Wasserstein on image-level scores (see loss_terms).
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    batch_size: int = 8
+    eps_start: float = 0.10
+    eps_peak: float = 0.10
+    eps_final: float = 0.10
+    temperature: float = bounded(0.07, gt=0)
+    """InfoNCE temperature tau."""
+    score_weight_alpha: float = bounded(1.0, ge=0)
+    """Strength of the score weighting: positives' logits get alpha * log w (0: unweighted)."""
+    score_sharpness: float = bounded(5.0, ge=0)
+    """Slope of w = 0.5 + sigmoid(slope * (s_m - s_f)) (hard-coded 5 in the original)."""
+    score_top_k: int = bounded(10, ge=0)
+    """Queries averaged into an image's score (0: all)."""
+    asymmetric_f: float = bounded(1.5, ge=0)
+    """Weight of the female->male direction (hard-coded 1.5 in the original)."""
+    asymmetric_m: float = bounded(0.5, ge=0)
+    """Weight of the male->female direction (hard-coded 0.5 in the original)."""
+    lambda_contrastive: float = bounded(1.0, ge=0)
+    """Weight of the gender-aware InfoNCE term in G's loss."""
+    aug_strength: str = bounded("medium", choices=tuple(STRENGTHS))
+    """Colour augmentation of perturbed images: none, weak, medium, strong."""
+    proj_dim: int = bounded(128, gt=0)
+    """Output size of the projection head."""
+    proj_hidden: int = bounded(0, ge=0)
+    """Hidden size of the projection head (0: the detector's hidden size, as the original)."""
+
+
+# ---- failure hypotheses, from the original's Report/infonce_3rd_vs_wgan_7th_analysis.md, section 4.1 ----
+H2_OVERFIT_RISE, H2_STABLE, H2_MIN_EPOCHS = 0.005, 0.001, 3  # AP-gap rise best -> last epoch; epochs needed
+
+
+def _per_run(epochs, metric: str):
+    df = epochs[epochs["condition"].str.startswith("trial") & (epochs["metric"] == metric)]
+    return {run: g.sort_values("epoch")["value"].to_numpy() for run, g in df.groupby("run")}
+
+
+def _judge_reversal(ctx) -> Finding:
+    runs = _per_run(ctx.data.epochs, "image_score_gap")
+    if not runs:
+        return Finding("inconclusive", "no image_score_gap records")
+    means = np.array([v.mean() for v in runs.values()])
+    weights = np.array([v.mean() for v in _per_run(ctx.data.epochs, "pos_weight").values()])
+    text = (f"mean image-level score gap (male - female) per run: {', '.join(f'{m:+.4f}' for m in means)}; "
+            f"mean positive weight {weights.mean():.3f} (1 = no weighting)")
+    stats = {"score_gap_mean": float(means.mean()), "pos_weight_mean": float(weights.mean()), "n_runs": len(means)}
+    if (means < 0).all():
+        return Finding("supported", text + " - men score below women, so the weights damp the positives", stats)
+    if (means > 0).all():
+        return Finding("not supported", text + " - men score above women, as the weighting assumes", stats)
+    return Finding("inconclusive", text + " - the sign differs between runs", stats)
+
+
+def _judge_overfit(ctx) -> Finding:
+    runs = _per_run(ctx.data.epochs, "AP_gap")
+    if not runs:
+        return Finding("inconclusive", "no AP_gap records")
+    rises, n_epochs = np.array([v[-1] - v.min() for v in runs.values()]), min(len(v) for v in runs.values())
+    rise = float(np.median(rises))
+    text = (f"val AP gap at the last epoch minus its best epoch, median over {len(rises)} runs: {rise:+.4f} "
+            f"(shortest run {n_epochs} epochs)")
+    stats = {"rise_median": rise, "n_runs": len(rises), "min_epochs": n_epochs}
+    if n_epochs < H2_MIN_EPOCHS:
+        return Finding("inconclusive", text + f" - fewer than {H2_MIN_EPOCHS} epochs", stats)
+    if rise > H2_OVERFIT_RISE:
+        return Finding("supported", text + " - the gap grows again after its best epoch", stats)
+    return Finding("not supported" if rise < H2_STABLE else "inconclusive", text, stats)
+
+
+HYPOTHESES = (
+    Hypothesis("score_reversal", "Score-gap reversal turns the weighting around (\"score_gap (M-F) is negative "
+               "(-0.007 ~ -0.014) ... the contrastive loss acts in the wrong direction\")",
+               "supported when every run's mean image-level score gap (male - female) is below 0, not supported when "
+               "every one is above 0", _judge_reversal),
+    Hypothesis("overfit", "Overfitting after the best epoch (\"performance falls after epoch 10 ... the projection "
+               "head overfits the training set\")",
+               f"supported when the median rise of the val AP gap from its best to its last epoch exceeds "
+               f"{H2_OVERFIT_RISE}, not supported below {H2_STABLE} (runs of at least {H2_MIN_EPOCHS} epochs)",
+               _judge_overfit),
+)
+
+
+class InfonceGenderAware(Variant):
+    name = "infonce_gender_aware"
+    Config = InfonceGenderAwareConfig
+    label = "3rd (gender-aware InfoNCE)"
+    reference = "adversarial"  # the 7th, which the original's analysis note compares it with
+    hypotheses = HYPOTHESES
+    whole_batch = True  # the original ran G and the set loss once on the whole batch
+
+    def __init__(self, cfg: InfonceGenderAwareConfig, hidden_dim: int):
+        super().__init__(cfg, hidden_dim)
+        self.proj_head = ProjectionHead(hidden_dim, cfg.proj_dim, cfg.proj_hidden or hidden_dim)
+
+    def g_parameters(self):
+        return list(self.proj_head.parameters())
+
+    def skips(self, n_female: int, n: int) -> bool:
+        return n_female < 2 or n - n_female < 1  # the original's `continue`: no step at all
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        return color_augment(x, self.cfg.aug_strength)
+
+    def _scores(self, state: StepState) -> torch.Tensor:
+        return image_level_scores(state.extras["class_probs"](state.out.logits), self.cfg.score_top_k)
+
+    def before_generator_step(self, state: StepState) -> dict[str, float]:
+        if state.out is None:  # bench's original-loop timing recomputes features for adversaries only
+            return {}
+        with torch.no_grad():  # logged only (the hypotheses read them); pos_weight: w^alpha, on exp(sim/t)
+            s = self._scores(state)
+            s_f, s_m = s[state.female], s[state.male]
+            w = (self.cfg.score_weight_alpha * score_weight_bias(s_f, s_m, self.cfg.score_sharpness)).exp().mean()
+        return {"image_score_f": s_f.mean().item(), "image_score_m": s_m.mean().item(),
+                "image_score_gap": (s_m.mean() - s_f.mean()).item(), "pos_weight": w.item()}
+
+    def loss_terms(self, state: StepState) -> dict[str, torch.Tensor]:
+        cfg, s, z = self.cfg, self._scores(state), self.proj_head(state.out.features)
+        fem, male = state.female, state.male
+        return {"gender_aware": gender_aware_infonce(z[fem], z[male], s[fem], s[male], cfg.temperature,
+                                                     cfg.score_weight_alpha, cfg.score_sharpness,
+                                                     cfg.asymmetric_f, cfg.asymmetric_m),
+                # Trap: this key replaces the engine's matched-score 'wass' (the variant's terms are merged
+                # after the shared ones): the original's Wasserstein is on image-level top-k scores.
+                "wass": one_way_wasserstein(s[fem], s[male])}
+
+    def weight_dict(self, epoch: int) -> dict[str, float]:
+        return {**super().weight_dict(epoch), "gender_aware": self.cfg.lambda_contrastive}
