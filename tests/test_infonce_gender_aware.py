@@ -166,7 +166,7 @@ def test_defaults_are_the_originals():
     assert (cfg.optimizer, cfg.weight_decay, cfg.batch_size, cfg.lr_g, cfg.grad_clip, cfg.epochs) == \
         ("adamw", 0.01, 8, 1e-4, 0.1, 24)
     assert (cfg.eps_start, cfg.eps_peak, cfg.eps_final) == (0.10, 0.10, 0.10)
-    assert (cfg.temperature, cfg.score_weight_alpha, cfg.score_top_k, cfg.lambda_contrastive, cfg.lambda_wass) == \
+    assert (cfg.temperature, cfg.score_weight_alpha, cfg.score_top_k, cfg.lambda_infonce, cfg.lambda_wass) == \
         (0.07, 1.0, 10, 1.0, 0.2)
     assert (cfg.beta_start, cfg.beta_final, cfg.aug_strength, cfg.proj_dim) == (0.5, 0.6, "medium", 128)
 
