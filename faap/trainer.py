@@ -25,9 +25,13 @@ from faap.engine import current_eps, train_one_epoch
 from faap.errors import UserError
 from faap.evaluate import (Evaluator, clean_baseline, clean_detections_path, nan_to_none, summarize,
                            write_detections)
-from faap.generator import PerturbationGenerator
+from faap.generator import build_generator
 from faap.schedules import beta_at
 from faap.variants import get_variant
+
+
+COMPUTE_ONLY = ("device", "num_workers", "g_checkpointing")
+"""Config keys that change how a run computes, not its results: a run may resume with others."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,10 +105,8 @@ class Run:
         categories = {c["id"]: c["name"] for c in self.val_groups["male"].coco.get("categories", [])}
         self.detector = load_detector(cfg.detector, self.device, categories or None, cfg.aux_loss)
         torch.manual_seed(cfg.seed)
-        self.generator = PerturbationGenerator(channels_last=cfg.channels_last).to(self.device)
+        self.generator = build_generator(cfg, self.device)
         self.variant = get_variant(cfg.variant)(cfg, self.detector.hidden_dim).to(self.device)
-        if cfg.channels_last:
-            self.generator = self.generator.to(memory_format=torch.channels_last)
         params = list(self.generator.parameters()) + self.variant.g_parameters()
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.opt_g = opt_cls(params, lr=cfg.lr_g, weight_decay=cfg.weight_decay)
@@ -134,7 +136,7 @@ class Run:
         if os.path.exists(cfg_path):
             with open(cfg_path) as f:
                 old = yaml.safe_load(f)
-            keys = [k for k in self.cfg.to_dict() if k not in ("device", "num_workers")]
+            keys = [k for k in self.cfg.to_dict() if k not in COMPUTE_ONLY]
             changed = [k for k in keys if old.get(k) != self.resolved[k]]
             if not resume:
                 raise UserError(f"run folder {self.out_dir} already holds a run (resume it with --resume, "
