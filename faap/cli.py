@@ -221,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--amp", default="none", choices=["none", "bf16"])
     b.add_argument("--channels-last", action="store_true")
+    b.add_argument("--g-checkpointing", action="store_true", help="activation checkpointing of G's blocks "
+                   "(config: g_checkpointing)")
+    b.add_argument("--compile-g", action="store_true", help="torch.compile G (runs eagerly, with a warning, where "
+                   "it cannot be compiled)")
+    b.add_argument("--out", help="also write the table to this file")
     _add_threads(b)
     b.set_defaults(func=_bench)
 
