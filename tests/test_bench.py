@@ -45,3 +45,40 @@ def test_bench_bad_settings_exit_2(capsys):
     assert main(["bench", "--batch-size", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("faap: error: bench needs --steps >= 1") and len(err) == 2  # threads line, error line
+
+
+def test_gpu_script_command_lines_parse():
+    """scripts/gpu_bench.sh's faap command lines (printed by DRY_RUN) are valid bench invocations."""
+    import os
+    import shlex
+    import subprocess
+
+    from faap.cli import build_parser
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(["bash", os.path.join(root, "scripts", "gpu_bench.sh"), "OUTDIR"], env={**os.environ, "DRY_RUN": "1"},
+                       capture_output=True, text=True, timeout=60, cwd=root)
+    assert r.returncode == 0, r.stderr
+    parsed = [build_parser().parse_args(shlex.split(line)) for line in r.stdout.splitlines()]
+    assert [(a.amp, a.channels_last, a.compile_g, a.g_checkpointing) for a in parsed] == [
+        ("none", False, False, False), ("bf16", False, False, False), ("none", True, False, False),
+        ("none", False, True, False), ("bf16", True, True, False), ("none", False, False, True)]
+    assert {(a.detector, a.device, a.image_size, a.batch_size) for a in parsed} == {
+        ("OUTDIR/detr-r50-random.pth", "cuda", 800, 4)}
+    assert len({a.out for a in parsed}) == 6
+
+
+def test_random_detr_r50_has_the_real_architecture(tmp_path):
+    import argparse
+
+    from faap.detector import load_detector
+    from faap.detector.official import random_original_state_dict
+
+    sd = random_original_state_dict()
+    assert len([k for k in sd if k.startswith("backbone.0.body.layer3.") and k.endswith("conv1.weight")]) == 6
+    torch.save({"model": sd, "args": argparse.Namespace(dilation=False)}, tmp_path / "r50.pth")
+    det = load_detector(str(tmp_path / "r50.pth"))
+    c = det.model.config
+    assert (c.encoder_layers, c.decoder_layers, c.num_queries, c.d_model, c.encoder_ffn_dim, c.num_labels) == (
+        6, 6, 100, 256, 2048, 91)
+    assert sum(p.numel() for p in det.model.parameters()) == 41_524_768  # DETR-R50 (BN affine as parameters)
