@@ -38,8 +38,8 @@ def add_parser(sub) -> None:
 
     w = sw.add_parser("worker", help="one worker of an existing study (what run/resume start)")
     _common(w)
-    w.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch, set by faap.threads (default: "
-                   "$FAAP_THREADS, else the cores available to the process)")
+    w.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: $FAAP_THREADS, "
+                   "else $OMP_NUM_THREADS, else the cores available to the process)")
     w.add_argument("--max-trials", type=int)
     w.add_argument("--reclaim-running", action="store_true")
     _fault(w)

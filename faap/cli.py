@@ -118,7 +118,7 @@ def _report(args) -> None:
 def _add_threads(p) -> None:
     """``--threads`` on a command that computes; :func:`main` applies it before torch is imported."""
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: $FAAP_THREADS, "
-                   "else the cores available to the process)")
+                   "else $OMP_NUM_THREADS, else the cores available to the process)")
 
 
 class _DefaultsAndText(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -32,17 +32,19 @@ def available_cores() -> int:
 
 
 def resolve_threads(requested: int | None = None) -> int:
-    """``requested`` (``--threads``), else ``$FAAP_THREADS``, else the cores available."""
+    """``requested`` (``--threads``), else ``$FAAP_THREADS``, else ``$OMP_NUM_THREADS`` (torchrun sets
+    it to 1 for each of its processes), else the cores available."""
     if requested is not None:
         if requested < 1:
             raise UserError(f"--threads must be >= 1 (got {requested})")
         return requested
-    raw = os.environ.get(THREADS_ENV, "").strip()
-    if not raw:
-        return available_cores()
-    if not raw.isdigit() or int(raw) < 1:
-        raise UserError(f"{THREADS_ENV} must be a positive integer (got '{raw}')")
-    return int(raw)
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            if not raw.isdigit() or int(raw) < 1:
+                raise UserError(f"{name} must be a positive integer (got '{raw}')")
+            return int(raw)
+    return available_cores()
 
 
 def configure_threads(requested: int | None = None, stream=None) -> int:

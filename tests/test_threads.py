@@ -15,10 +15,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_thread_count_from_flag_env_or_cores(monkeypatch):
     monkeypatch.delenv("FAAP_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert available_cores() == len(os.sched_getaffinity(0))
     assert resolve_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as torchrun sets it for each process
+    assert resolve_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "x")
+    with pytest.raises(UserError, match="OMP_NUM_THREADS must be a positive integer"):
+        resolve_threads()
     monkeypatch.setenv("FAAP_THREADS", "3")
-    assert resolve_threads() == 3
+    assert resolve_threads() == 3  # over OMP_NUM_THREADS
     assert resolve_threads(5) == 5  # the flag wins over the environment
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("FAAP_THREADS", bad)
