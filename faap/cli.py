@@ -258,7 +258,7 @@ def main(argv=None) -> int:
         if "threads" in vars(args):  # a command that computes (the sweep worker's --threads too)
             from faap.threads import configure_threads
 
-            configure_threads(args.threads)
+            configure_threads(args.threads, defer=True)  # the line comes when the first network runs
         args.func(args)
     except UserError as e:
         # A DataLoader worker re-raises a worker's error with its traceback in the message: keep the last line.
@@ -268,6 +268,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("faap: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from faap.threads import end_announcement
+
+        end_announcement()
     return 0
 
 

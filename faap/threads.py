@@ -47,8 +47,17 @@ def resolve_threads(requested: int | None = None) -> int:
     return available_cores()
 
 
-def configure_threads(requested: int | None = None, stream=None) -> int:
-    """Set torch's threads and the OpenMP wait policy; print one line on ``stream`` (stderr)."""
+_announcement = {}
+"""The pending thread line and its hook (see :func:`configure_threads` with ``defer``)."""
+
+
+def configure_threads(requested: int | None = None, stream=None, defer: bool = False) -> int:
+    """Set torch's threads and the OpenMP wait policy; print one line on ``stream`` (stderr).
+
+    ``defer``: print the line when the first network runs instead of now, so that a command
+    rejecting its input still ends in exactly one line (the error). :func:`end_announcement`
+    drops a line never printed.
+    """
     threads = resolve_threads(requested)
     torch_loaded = "torch" in sys.modules
     policy_before = os.environ.get("OMP_WAIT_POLICY")
@@ -61,6 +70,22 @@ def configure_threads(requested: int | None = None, stream=None) -> int:
     policy = os.environ["OMP_WAIT_POLICY"]
     if torch_loaded and policy_before is None:  # libgomp already read an empty policy: spinning stays on
         policy = "default (torch was imported before it could be set)"
-    print(f"faap: {threads} CPU thread(s) of {available_cores()} core(s) available; OMP_WAIT_POLICY {policy}",
-          file=stream or sys.stderr, flush=True)
+    line = f"faap: {threads} CPU thread(s) of {available_cores()} core(s) available; OMP_WAIT_POLICY {policy}"
+
+    def announce(*_):
+        end_announcement()
+        print(line, file=stream or sys.stderr, flush=True)
+
+    end_announcement()
+    if defer:
+        _announcement["hook"] = torch.nn.modules.module.register_module_forward_pre_hook(announce)
+    else:
+        announce()
     return threads
+
+
+def end_announcement() -> None:
+    """Remove a deferred thread line's hook (printed or not)."""
+    hook = _announcement.pop("hook", None)
+    if hook is not None:
+        hook.remove()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from faap.errors import UserError
-from faap.threads import available_cores, configure_threads, resolve_threads
+from faap.threads import available_cores, configure_threads, end_announcement, resolve_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,3 +74,17 @@ def test_bad_thread_counts_exit_2_with_one_line():
     assert r.returncode == 2 and r.stderr.strip() == "faap: error: --threads must be >= 1 (got 0)"
     r = _run("import sys; from faap.cli import main; sys.exit(main(['report', '--out', 'x']))", FAAP_THREADS="many")
     assert r.returncode == 2 and r.stderr.strip() == "faap: error: FAAP_THREADS must be a positive integer (got 'many')"
+
+
+def test_deferred_line_comes_with_the_first_network_only(capsys):
+    """Bad input must still end in one line: main() defers the thread line to the first forward."""
+    lin = torch.nn.Linear(2, 2)
+    configure_threads(1, defer=True)
+    assert capsys.readouterr().err == ""
+    lin(torch.ones(2))
+    lin(torch.ones(2))
+    assert capsys.readouterr().err.startswith("faap: 1 CPU thread(s) of")  # once
+    configure_threads(1, defer=True)
+    end_announcement()  # the command ended (e.g. rejected its input) before any network ran
+    lin(torch.ones(2))
+    assert capsys.readouterr().err == ""
