@@ -62,7 +62,8 @@ def add_parser(sub) -> None:
 
     w = sw.add_parser("worker", help="one worker of an existing study (what run/resume start)")
     _common(w)
-    w.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    w.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: $FAAP_THREADS, "
+                   "else $OMP_NUM_THREADS, else the cores available to the process)")
     w.add_argument("--max-trials", type=int)
     w.add_argument("--reclaim-running", action="store_true")
     _fault(w)
@@ -141,12 +142,8 @@ def _where(url) -> str:
 
 
 def _worker(args) -> None:
-    import torch
-
     from ablations.worker import work
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     work(args.study, args.storage, args.wandb, args.max_trials, args.heartbeat, args.grace,
          reclaim_running=args.reclaim_running)
 

@@ -11,6 +11,8 @@ batch, so machine noise largely cancels.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import statistics
 import time
 
@@ -19,6 +21,7 @@ import torch
 from faap.data.transforms import normalize
 from faap.detector import load_detector
 from faap.engine import current_eps, female_first, forward, generator_update, perturb_groups, train_step
+from faap.errors import UserError
 from faap.generator import build_generator
 from faap.runtime import resolve_device
 from faap.variants import VARIANTS, StepState, make_config
@@ -78,12 +81,72 @@ def _time(fn, steps: int, warmup: int, device) -> float:
     return statistics.median(times)
 
 
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+class PeakMemory:
+    """Peak memory (MiB) of the code run inside the block, as ``self.mib``.
+
+    CUDA: ``max_memory_allocated`` (absolute: weights, batch and activations). CPU (Linux): the
+    peak resident set above the one at entry; ``ru_maxrss`` cannot be reset between rows, so the
+    kernel's high-water mark is reset through ``/proc/self/clear_refs`` instead (None where it
+    cannot be, e.g. macOS).
+    """
+
+    def __init__(self, device):
+        self.device, self.mib, self._start = torch.device(device), None, None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        gc.collect()
+        # Trap: glibc keeps freed blocks (below its mmap threshold, up to 32 MiB each) in the heap;
+        # a row reusing what the previous row freed would show no growth. Hand them back first.
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current resident set
+            self._start = _proc_status_kib("VmRSS")
+        except OSError:
+            self._start = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+        elif self._start is not None:
+            self.mib = (_proc_status_kib("VmHWM") - self._start) / 1024
+
+
+def _measure(fn, steps: int, warmup: int, device) -> dict:
+    with PeakMemory(device) as mem:
+        seconds = _time(fn, steps, warmup, device)
+    return {"ms": 1000 * seconds, "peak_mib": mem.mib}
+
+
+def _generator(settings: dict, dev, compile_g: bool):
+    """G as a training run builds it from ``settings``; with ``compile_g``, torch.compile'd."""
+    gen = build_generator(settings["channels_last"], dev, checkpointing=settings["g_checkpointing"])
+    if not compile_g:
+        return gen
+    # Bench only: a compiled G ignores forward hooks added after compiling (dynamo skips hook
+    # guards), so BatchNormUpdates records nothing; timing is unaffected, training would be.
+    return torch.compile(gen)
+
+
 def run(detector_spec="demo", device="auto", batch_size=8, image_size=128, steps=20, warmup=3, amp="none",
-        channels_last=False) -> list[dict]:
+        channels_last=False, g_checkpointing=False, compile_g=False) -> list[dict]:
     dev = resolve_device(device)
+    if compile_g:  # where inductor cannot compile (no C++ compiler, old GPU), run G eagerly, with a warning
+        torch._dynamo.config.suppress_errors = True
     detector = load_detector(detector_spec, dev)
     batch = random_batch(batch_size, image_size)
     x0, mask, targets, n_female = female_first(batch, dev)
+    settings = {"amp": amp, "channels_last": channels_last, "g_checkpointing": g_checkpointing, "data": "-"}
 
     def bare():
         x = x0.clone().requires_grad_(True)
@@ -93,24 +156,26 @@ def run(detector_spec="demo", device="auto", batch_size=8, image_size=128, steps
         loss.backward()
 
     torch.manual_seed(0)
-    gen0 = build_generator(channels_last, dev)
+    gen0 = _generator(settings, dev, compile_g)
 
     def generator_only():
         x_adv, _ = perturb_groups(gen0, x0, mask, n_female, 0.1)
         x_adv.sum().backward()
 
-    rows = [{"what": "bare detector fwd+bwd", "ms": 1000 * _time(bare, steps, warmup, dev)},
-            {"what": "generator fwd+bwd alone (both groups)", "ms": 1000 * _time(generator_only, steps, warmup, dev)}]
+    rows = [{"what": "bare detector fwd+bwd", **_measure(bare, steps, warmup, dev)},
+            {"what": "generator fwd+bwd alone (both groups)", **_measure(generator_only, steps, warmup, dev)}]
+    del gen0
     for name in VARIANTS:
         for label, step in (("suite", train_step), ("original loop", legacy_step)):
             torch.manual_seed(0)
-            cfg = make_config(name, {"amp": amp, "channels_last": channels_last, "data": "-"})
-            gen = build_generator(channels_last, dev)
+            cfg = make_config(name, settings)
+            gen = _generator(settings, dev, compile_g)
             variant = VARIANTS[name](cfg, detector.hidden_dim).to(dev)
             variant.optimizers = variant.make_optimizers()
             opt = torch.optim.Adam(list(gen.parameters()) + variant.g_parameters(), lr=cfg.lr_g)
-            ms = 1000 * _time(lambda: step(batch, gen, detector, variant, opt, 10, dev), steps, warmup, dev)
-            rows.append({"what": f"{name} ({label})", "ms": ms})
+            timed = _measure(lambda: step(batch, gen, detector, variant, opt, 10, dev), steps, warmup, dev)
+            rows.append({"what": f"{name} ({label})", **timed})
+            del gen, variant, opt  # free before the next row's peak is measured
     for r in rows:
         r["ratio"] = r["ms"] / rows[0]["ms"]
         # What a step costs beyond the two networks it must run (G and the detector).
@@ -118,14 +183,30 @@ def run(detector_spec="demo", device="auto", batch_size=8, image_size=128, steps
     return rows
 
 
-def main(args) -> None:
-    rows = run(args.detector, args.device, args.batch_size, args.image_size, args.steps, args.warmup, args.amp,
-               args.channels_last)
+def format_table(rows: list[dict], args) -> str:
+    """The header line and the table ``faap bench`` prints (and ``--out`` writes)."""
     dev = resolve_device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; detector {args.detector}; batch {args.batch_size} x {args.image_size}px; "
-          f"median of {args.steps} steps; amp {args.amp}; channels_last {args.channels_last}")
-    print(f"{'step':40s} {'ms':>9s} {'x bare':>7s} {'- G - bare (ms)':>16s}")
+    memory = "CUDA max allocated" if dev.type == "cuda" else "peak RSS growth"
+    lines = [f"device: {name}; detector {args.detector}; batch {args.batch_size} x {args.image_size}px; "
+             f"median of {args.steps} steps; amp {args.amp}; channels_last {args.channels_last}; "
+             f"g_checkpointing {args.g_checkpointing}; compile_g {args.compile_g}; peak MiB: {memory}",
+             f"{'step':40s} {'ms':>9s} {'x bare':>7s} {'- G - bare (ms)':>16s} {'peak MiB':>9s}"]
     for r in rows:
-        extra = f"{r['overhead_ms']:16.1f}" if r["overhead_ms"] is not None else ""
-        print(f"{r['what']:40s} {r['ms']:9.1f} {r['ratio']:7.2f} {extra}")
+        extra = f"{r['overhead_ms']:16.1f}" if r["overhead_ms"] is not None else " " * 16
+        peak = f"{r['peak_mib']:9.0f}" if r["peak_mib"] is not None else f"{'n/a':>9s}"
+        lines.append(f"{r['what']:40s} {r['ms']:9.1f} {r['ratio']:7.2f} {extra} {peak}")
+    return "\n".join(lines)
+
+
+def main(args) -> None:
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 2 or args.image_size < 32:
+        raise UserError("bench needs --steps >= 1, --warmup >= 0, --batch-size >= 2 (both groups) and "
+                        "--image-size >= 32")
+    rows = run(args.detector, args.device, args.batch_size, args.image_size, args.steps, args.warmup, args.amp,
+               args.channels_last, args.g_checkpointing, args.compile_g)
+    table = format_table(rows, args)
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table + "\n")

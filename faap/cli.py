@@ -115,6 +115,12 @@ def _report(args) -> None:
     print(f"report written to {os.path.join(args.out, 'report.md')}")
 
 
+def _add_threads(p) -> None:
+    """``--threads`` on a command that computes; :func:`main` applies it before torch is imported."""
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: $FAAP_THREADS, "
+                   "else $OMP_NUM_THREADS, else the cores available to the process)")
+
+
 class _DefaultsAndText(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keep the description's line breaks and show every option's default."""
 
@@ -145,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skip-bad-images", action="store_true", help="leave out (and count) images that cannot be "
                    "decoded instead of stopping before training (config: skip_bad_images)")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_threads(t)
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="re-evaluate a run's checkpoint, or judge any generator checkpoint")
@@ -164,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--skip-bad-images", action="store_true", help="leave out undecodable images (counted) "
                    "instead of stopping")
     e.add_argument("--device", default="auto")
+    _add_threads(e)
     e.set_defaults(func=_eval)
 
     d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
@@ -192,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--eps", type=float, help="budget (default: the dataset's eps_peak)")
     o.add_argument("--split", default="test", choices=["train", "val", "test"])
     o.add_argument("--max-images", type=int, default=0, help="images per group (0: all)")
+    _add_threads(o)
     o.set_defaults(func=_oracle)
 
     det = sub.add_parser("detector", help="detectors").add_subparsers(dest="detector_command", required=True)
@@ -200,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--out", required=True)
     td.add_argument("--steps", type=int, default=6000)
     td.add_argument("--seed", type=int, default=0)
+    _add_threads(td)
     td.set_defaults(func=_train_demo)
 
     b = sub.add_parser("bench", help="training-step time of each variant relative to a bare detector step")
@@ -211,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--amp", default="none", choices=["none", "bf16"])
     b.add_argument("--channels-last", action="store_true")
+    b.add_argument("--g-checkpointing", action="store_true", help="activation checkpointing of G's blocks "
+                   "(config: g_checkpointing)")
+    b.add_argument("--compile-g", action="store_true", help="torch.compile G (runs eagerly, with a warning, where "
+                   "it cannot be compiled)")
+    b.add_argument("--out", help="also write the table to this file")
+    _add_threads(b)
     b.set_defaults(func=_bench)
 
     from ablations.cli import add_parser as add_sweep
@@ -227,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--split", help="with --runs: the split the runs were evaluated on (default: test)")
     r.add_argument("--out", required=True, help="report folder (report.md, figures/)")
     r.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates")
+    _add_threads(r)
     r.set_defaults(func=_report)
 
     return p
@@ -238,6 +255,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     try:
+        if "threads" in vars(args):  # a command that computes (the sweep worker's --threads too)
+            from faap.threads import configure_threads
+
+            configure_threads(args.threads, defer=True)  # the line comes when the first network runs
         args.func(args)
     except UserError as e:
         # A DataLoader worker re-raises a worker's error with its traceback in the message: keep the last line.
@@ -247,6 +268,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("faap: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from faap.threads import end_announcement
+
+        end_announcement()
     return 0
 
 

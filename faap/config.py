@@ -143,6 +143,8 @@ class TrainConfig:
     """Autocast dtype on CUDA: 'none' or 'bf16'."""
     channels_last: bool = False
     """Run G's convolutions in channels_last (NHWC) memory format (measure with faap bench)."""
+    g_checkpointing: bool = False
+    """Activation checkpointing of G's blocks in training: less memory, about one more forward of G per step."""
     perturb_padding: bool = True
     """Perturb the padded pixels of a batch too, in training and evaluation (as the original); False masks them."""
     skip_bad_images: bool = False

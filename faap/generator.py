@@ -8,9 +8,12 @@ carries a bias, 676,899 parameters), so the original's generator checkpoints loa
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from faap.data.transforms import pixel_bounds
 from faap.errors import UserError
@@ -45,12 +48,32 @@ class UpBlock(nn.Module):
         return F.relu(self.bn(self.conv(x)), inplace=True) + skip
 
 
-class PerturbationGenerator(nn.Module):
-    """U-Net 3->32->64->128 (bottleneck 128) ->64->32->3; returns the raw map (before tanh)."""
+@contextmanager
+def _keep_running_stats(block: nn.Module):
+    """Around a checkpointed block's recomputation in backward: its BatchNorm layers run in train
+    mode again and would otherwise take a second momentum update of their running statistics."""
+    layers = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in layers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, values in zip(layers, saved):
+                for buf, v in zip((m.running_mean, m.running_var, m.num_batches_tracked), values):
+                    buf.copy_(v)
 
-    def __init__(self, base: int = 32, channels_last: bool = False):
+
+class PerturbationGenerator(nn.Module):
+    """U-Net 3->32->64->128 (bottleneck 128) ->64->32->3; returns the raw map (before tanh).
+
+    ``checkpointing`` (config ``g_checkpointing``): in training, each block keeps only its inputs
+    and recomputes its activations in backward (less memory, about one more forward of G).
+    """
+
+    def __init__(self, base: int = 32, channels_last: bool = False, checkpointing: bool = False):
         super().__init__()
         self.channels_last = channels_last
+        self.checkpointing = checkpointing
         self.down1 = ConvBlock(3, base, 1)
         self.down2 = ConvBlock(base, base * 2, 2)
         self.down3 = ConvBlock(base * 2, base * 4, 2)
@@ -62,16 +85,26 @@ class PerturbationGenerator(nn.Module):
     def forward(self, x):
         if self.channels_last:  # NHWC convolutions: faster on recent GPUs and on CPU (oneDNN)
             x = x.contiguous(memory_format=torch.channels_last)
-        h1 = self.down1(x)
-        h2 = self.down2(h1)
-        h3 = self.bottleneck(self.down3(h2))
-        return self.out_conv(self.up1(self.up2(h3, h2), h1)).contiguous()
+        h1 = self._run(self.down1, x)
+        h2 = self._run(self.down2, h1)
+        h3 = self._run(self.bottleneck, self._run(self.down3, h2))
+        return self.out_conv(self._run(self.up1, self._run(self.up2, h3, h2), h1)).contiguous()
+
+    def _run(self, block: nn.Module, *inputs):
+        if not (self.checkpointing and self.training and torch.is_grad_enabled()):
+            return block(*inputs)
+        # Non-reentrant: the image input does not require grad, with which the reentrant variant
+        # would return no parameter gradients at all.
+        return checkpoint(block, *inputs, use_reentrant=False,
+                          context_fn=lambda: (nullcontext(), _keep_running_stats(block)))
 
 
-def build_generator(channels_last: bool = False, device="cpu", state: dict | None = None) -> PerturbationGenerator:
-    """G on ``device``, its weights in NHWC when ``channels_last``, loaded from ``state`` when given:
-    the one place G is built (training, re-evaluation, diagnostics, examples, bench)."""
-    generator = PerturbationGenerator(channels_last=channels_last).to(device)
+def build_generator(channels_last: bool = False, device="cpu", state: dict | None = None,
+                    checkpointing: bool = False) -> PerturbationGenerator:
+    """G on ``device``, its weights in NHWC when ``channels_last``, loaded from ``state`` when given,
+    its blocks activation-checkpointed in training when ``checkpointing``: the one place G is built
+    (training, re-evaluation, diagnostics, examples, bench)."""
+    generator = PerturbationGenerator(channels_last=channels_last, checkpointing=checkpointing).to(device)
     if channels_last:
         generator = generator.to(memory_format=torch.channels_last)
     if state is not None:

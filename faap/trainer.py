@@ -31,6 +31,10 @@ from faap.schedules import beta_at
 from faap.variants import get_variant
 
 
+COMPUTE_ONLY = ("device", "num_workers", "g_checkpointing")
+"""Config keys that change how a run computes, not its results: a run may resume with others."""
+
+
 def eval_record(split: str, epoch: int, eps: float, result: dict, baseline: dict, resolved: dict,
                 generator_checkpoint: str) -> dict:
     """The eval JSON of one checkpoint on one split, perturbed against the clean detector."""
@@ -78,7 +82,7 @@ class Run:
         categories = {c["id"]: c["name"] for c in self.val_groups["male"].coco.get("categories", [])}
         self.detector = load_detector(cfg.detector, self.device, categories or None, cfg.aux_loss)
         torch.manual_seed(cfg.seed)
-        self.generator = build_generator(cfg.channels_last, self.device)
+        self.generator = build_generator(cfg.channels_last, self.device, checkpointing=cfg.g_checkpointing)
         self.variant = get_variant(cfg.variant)(cfg, self.detector.hidden_dim).to(self.device)
         params = list(self.generator.parameters()) + self.variant.g_parameters()
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -101,7 +105,7 @@ class Run:
         """Create or check the run folder; return the first epoch to train."""
         if os.path.exists(self.dir.config_path):
             old = self.dir.read_config()
-            keys = [k for k in self.cfg.to_dict() if k not in ("device", "num_workers")]
+            keys = [k for k in self.cfg.to_dict() if k not in COMPUTE_ONLY]
             changed = [k for k in keys if old.get(k) != self.resolved[k]]
             if not resume:
                 raise UserError(f"run folder {self.out_dir} already holds a run (resume it with --resume, "

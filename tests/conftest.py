@@ -5,6 +5,7 @@ import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("FAAP_THREADS", "1")  # commands run in-process (cli.main) keep this process at 1 thread
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: hub ids must fail fast
 
 

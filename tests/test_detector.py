@@ -127,26 +127,11 @@ def test_bad_specs_fail_with_one_line(tmp_path):
         load_detector(str(bad))
 
 
-def _original_detr_state_dict(d=32, ffn=64, enc=1, dec=2, queries=5, classes=91):
-    """A facebookresearch/detr state dict built from torchvision and torch.nn modules (random weights)."""
-    import torchvision
+def _original_detr_state_dict():
+    """A tiny facebookresearch/detr state dict (ResNet-50 body, small transformer), random weights."""
+    from faap.detector.official import random_original_state_dict
 
-    sd = {}
-    body = torchvision.models.resnet50(weights=None).state_dict()
-    sd.update({f"backbone.0.body.{k}": v for k, v in body.items() if not k.startswith("fc.")})
-    for i in range(enc):
-        layer = nn.TransformerEncoderLayer(d, 4, ffn)
-        sd.update({f"transformer.encoder.layers.{i}.{k}": v for k, v in layer.state_dict().items()})
-    for i in range(dec):
-        layer = nn.TransformerDecoderLayer(d, 4, ffn)
-        sd.update({f"transformer.decoder.layers.{i}.{k}": v for k, v in layer.state_dict().items()})
-    sd.update({f"transformer.decoder.norm.{k}": v for k, v in nn.LayerNorm(d).state_dict().items()})
-    sd.update({f"input_proj.{k}": v for k, v in nn.Conv2d(2048, d, 1).state_dict().items()})
-    sd["query_embed.weight"] = torch.randn(queries, d)
-    sd.update({f"class_embed.{k}": v for k, v in nn.Linear(d, classes + 1).state_dict().items()})
-    for j, (i, o) in enumerate([(d, d), (d, d), (d, 4)]):
-        sd.update({f"bbox_embed.layers.{j}.{k}": v for k, v in nn.Linear(i, o).state_dict().items()})
-    return sd
+    return random_original_state_dict(d=32, ffn=64, enc=1, dec=2, queries=5, heads=4)
 
 
 def test_official_checkpoint_mapping(tmp_path):

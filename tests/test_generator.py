@@ -131,3 +131,47 @@ def test_padding_is_perturbed_only_when_asked(perturb_padding):
         assert torch.equal(x_adv, everywhere) and delta[pad].abs().max() > 0
     else:
         assert torch.equal(delta[pad], torch.zeros_like(delta[pad]))
+
+
+# ---- activation checkpointing (g_checkpointing) ------------------------------------------------
+def _step(checkpointing: bool, channels_last: bool = False):
+    """One train-mode forward + backward of G (fixed weights and inputs); its gradients and BN buffers."""
+    torch.manual_seed(0)
+    g = PerturbationGenerator(channels_last=channels_last, checkpointing=checkpointing).train()
+    x = normalize(torch.rand(3, 3, 40, 52, generator=torch.Generator().manual_seed(1)))
+    x_adv, _ = perturb(g, x, torch.ones(3, 40, 52, dtype=torch.long), 0.1)
+    (x_adv ** 2).sum().backward()
+    return {n: p.grad.clone() for n, p in g.named_parameters()}, {k: v.clone() for k, v in g.state_dict().items()}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_checkpointing_gives_the_same_gradients_and_running_stats(channels_last):
+    grads, buffers = _step(False, channels_last)
+    grads_ck, buffers_ck = _step(True, channels_last)
+    assert len(grads) == 42 and set(grads_ck) == set(grads)
+    for name, g in grads.items():
+        torch.testing.assert_close(grads_ck[name], g, rtol=0, atol=1e-6, msg=name)
+        assert g.abs().sum() > 0, name  # a real gradient, not zeros on both sides
+    # The recomputation in backward must not take a second running-statistics update.
+    for name, b in buffers.items():
+        torch.testing.assert_close(buffers_ck[name], b, rtol=0, atol=1e-7, msg=name)
+    assert int(buffers_ck["down1.net.1.num_batches_tracked"]) == 1
+
+
+def test_checkpointing_is_off_by_default_and_wired_from_the_config():
+    from faap.generator import build_generator
+    from faap.variants import make_config
+
+    assert PerturbationGenerator().checkpointing is False
+    cfg = make_config("infonce", {"data": "-"})
+    assert cfg.g_checkpointing is False
+    assert build_generator(cfg.channels_last, "cpu", checkpointing=cfg.g_checkpointing).checkpointing is False
+    on = make_config("infonce", {"data": "-", "g_checkpointing": True})
+    g = build_generator(on.channels_last, "cpu", checkpointing=on.g_checkpointing)
+    assert g.checkpointing is True
+    # Off in evaluation (eval mode, no_grad): nothing to save for backward, the plain forward runs.
+    twin = PerturbationGenerator()
+    twin.load_state_dict(g.state_dict())
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(g.eval()(x), twin.eval()(x))

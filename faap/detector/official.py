@@ -116,3 +116,25 @@ def load_official(path: str):
     if missing or unexpected:
         raise UserError(f"DETR checkpoint {path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model
+
+
+def random_original_state_dict(d: int = 256, ffn: int = 2048, enc: int = 6, dec: int = 6, queries: int = 100,
+                               classes: int = 91, heads: int = 8, seed: int = 0) -> dict:
+    """A facebookresearch/detr state dict with random weights, built from torchvision and torch.nn
+    modules (nothing downloaded); the defaults are DETR-R50's sizes. For tests and benchmarks."""
+    import torchvision
+    from torch import nn
+
+    torch.manual_seed(seed)
+    sd = {f"backbone.0.body.{k}": v for k, v in torchvision.models.resnet50(weights=None).state_dict().items()
+          if not k.startswith("fc.")}
+    for part, make, n in (("encoder", nn.TransformerEncoderLayer, enc), ("decoder", nn.TransformerDecoderLayer, dec)):
+        for i in range(n):
+            sd.update({f"transformer.{part}.layers.{i}.{k}": v for k, v in make(d, heads, ffn).state_dict().items()})
+    sd.update({f"transformer.decoder.norm.{k}": v for k, v in nn.LayerNorm(d).state_dict().items()})
+    sd.update({f"input_proj.{k}": v for k, v in nn.Conv2d(2048, d, 1).state_dict().items()})
+    sd["query_embed.weight"] = torch.randn(queries, d)
+    sd.update({f"class_embed.{k}": v for k, v in nn.Linear(d, classes + 1).state_dict().items()})
+    for j, (i, o) in enumerate([(d, d), (d, d), (d, 4)]):
+        sd.update({f"bbox_embed.layers.{j}.{k}": v for k, v in nn.Linear(i, o).state_dict().items()})
+    return sd
