@@ -7,6 +7,7 @@ import torch
 
 from faap.bench import PeakMemory, format_table, run
 from faap.cli import main
+from faap.variants import VARIANTS
 
 
 def test_peak_memory_measures_what_the_block_allocates():
@@ -26,8 +27,8 @@ def test_peak_memory_measures_what_the_block_allocates():
 def test_bench_rows_with_and_without_g_checkpointing():
     kw = dict(batch_size=2, image_size=64, steps=1, warmup=1, device="cpu")
     plain, ck = run(**kw), run(**kw, g_checkpointing=True)
-    names = ["bare detector fwd+bwd", "generator fwd+bwd alone (both groups)", "adversarial (suite)",
-             "adversarial (original loop)", "infonce (suite)", "infonce (original loop)"]
+    names = ["bare detector fwd+bwd", "generator fwd+bwd alone (both groups)"] + [
+        f"{v} ({label})" for v in VARIANTS for label in ("suite", "original loop")]  # every registered variant
     assert [r["what"] for r in plain] == names == [r["what"] for r in ck]
     for r in plain + ck:
         assert r["ms"] > 0 and r["peak_mib"] is not None and r["peak_mib"] >= 0
@@ -37,7 +38,7 @@ def test_bench_rows_with_and_without_g_checkpointing():
                               channels_last=False, g_checkpointing=True, compile_g=False)
     table = format_table(ck, args).splitlines()
     assert "g_checkpointing True" in table[0] and "peak MiB: peak RSS growth" in table[0]
-    assert table[1].split()[-2:] == ["peak", "MiB"] and len(table) == 8
+    assert table[1].split()[-2:] == ["peak", "MiB"] and len(table) == 2 + len(names)
     assert table[3].startswith("generator fwd+bwd alone") and float(table[3].split()[-1]) == round(ck[1]["peak_mib"])
 
 
