@@ -134,10 +134,8 @@ of the gap a perturbation within the benchmark's budget (eps 0.5) can undo. The 
 also gets faap_config.yaml (image sizes, budget), which training applies to it."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="faap", description="Fairness perturbations for frozen DETR-family detectors.")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_train(sub) -> None:
+    """``faap train``."""
     t = sub.add_parser("train", help="train one variant (one run folder)")
     t.add_argument("--variant", required=True, help="a registered variant (faap/variants/, one file each)")
     t.add_argument("--data", help="dataset root")
@@ -154,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(t)
     t.set_defaults(func=_train)
 
+
+def _add_eval(sub) -> None:
+    """``faap eval``."""
     e = sub.add_parser("eval", help="re-evaluate a run's checkpoint, or judge any generator checkpoint")
     which = e.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="a run folder: re-evaluate its checkpoint, print the metrics")
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(e)
     e.set_defaults(func=_eval)
 
+
+def _add_data(sub) -> None:
+    """``faap data synth|inspect|oracle``."""
     d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     s = d.add_parser("synth", help="write the synthetic benchmark", formatter_class=_DefaultsAndText, description=SYNTH_HELP)
     s.add_argument("--out", required=True, help="dataset folder to create (must not exist or be empty)")
@@ -203,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(o)
     o.set_defaults(func=_oracle)
 
+
+def _add_detector(sub) -> None:
+    """``faap detector train-demo``."""
     det = sub.add_parser("detector", help="detectors").add_subparsers(dest="detector_command", required=True)
     td = det.add_parser("train-demo", help="train the demo detector on a synthetic benchmark")
     td.add_argument("--data", required=True)
@@ -212,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(td)
     td.set_defaults(func=_train_demo)
 
+
+def _add_bench(sub) -> None:
+    """``faap bench``."""
     b = sub.add_parser("bench", help="training-step time of each variant relative to a bare detector step")
     b.add_argument("--detector", default="demo")
     b.add_argument("--device", default="auto")
@@ -229,10 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(b)
     b.set_defaults(func=_bench)
 
-    from ablations.cli import add_parser as add_sweep
 
-    add_sweep(sub)
-
+def _add_report(sub) -> None:
+    """``faap report``."""
     r = sub.add_parser("report", help="markdown report of a study, of legacy result folders, or comparing run folders")
     r.add_argument("study", nargs="?", help="study name")
     r.add_argument("--storage", help="journal file path or RDB URL (default: runs/studies/journal.log)")
@@ -246,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(r)
     r.set_defaults(func=_report)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faap", description="Fairness perturbations for frozen DETR-family detectors.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_eval, _add_data, _add_detector, _add_bench):
+        add(sub)
+    from ablations.cli import add_parser as add_sweep
+
+    add_sweep(sub)
+    _add_report(sub)
     return p
 
 
