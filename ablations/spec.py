@@ -154,7 +154,8 @@ def load_spec(path: str) -> StudySpec:
     return parse_spec(raw, path)
 
 
-def parse_spec(raw, source: str = "<spec>") -> StudySpec:
+def _check_header(raw, source: str) -> tuple[str, str]:
+    """The mapping's keys, the study name and the variant."""
     if not isinstance(raw, dict):
         _fail(source, "a spec is a mapping of key: value")
     for key in raw:
@@ -169,6 +170,11 @@ def parse_spec(raw, source: str = "<spec>") -> StudySpec:
     variant = raw["variant"]
     if variant not in VARIANTS:
         _fail(source, f"unknown variant '{variant}'" + did_you_mean(str(variant), VARIANTS))
+    return study, variant
+
+
+def _check_config_and_space(raw, source: str, variant: str) -> tuple[dict, dict, list]:
+    """The base config, the fixed values (valid for the variant) and the searched parameters."""
     base = read_config_file(raw["base_config"]) if raw.get("base_config") else {}
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict):
@@ -184,9 +190,11 @@ def parse_spec(raw, source: str = "<spec>") -> StudySpec:
     clash = [p.name for p in params if p.name in fixed]
     if clash:
         _fail(source, f"parameter '{clash[0]}' is both fixed and searched")
-    sampler = raw.get("sampler", "auto")
-    if sampler not in SAMPLERS:
-        _fail(source, f"unknown sampler '{sampler}' (use one of {', '.join(SAMPLERS)})" + did_you_mean(str(sampler), SAMPLERS))
+    return base, fixed, params
+
+
+def _check_objectives(raw, source: str) -> tuple[list, list]:
+    """One or two objectives (directions from the metric registry) and the constraints."""
     objectives = raw["objectives"]
     if not isinstance(objectives, list) or not 1 <= len(objectives) <= 2:
         _fail(source, "objectives must be a list of one or two {metric, direction}")
@@ -201,13 +209,21 @@ def parse_spec(raw, source: str = "<spec>") -> StudySpec:
     for c in constraints:
         if not isinstance(c, dict) or c.get("metric") not in CONSTRAINT_METRICS or not isinstance(c.get("max"), (int, float)):
             _fail(source, f"a constraint is {{metric: one of {', '.join(CONSTRAINT_METRICS)}, max: number}}")
+    return objectives, constraints
+
+
+def _check_budget(raw, source: str, variant: str, n_objectives: int) -> tuple[str, dict, int, list, list]:
+    """Sampler, pruner, trial budget, seeds and baselines."""
+    sampler = raw.get("sampler", "auto")
+    if sampler not in SAMPLERS:
+        _fail(source, f"unknown sampler '{sampler}' (use one of {', '.join(SAMPLERS)})" + did_you_mean(str(sampler), SAMPLERS))
     pruner = raw.get("pruner") or {"type": "none"}
     if isinstance(pruner, str):
         pruner = {"type": pruner}
     if pruner.get("type") not in PRUNERS:
         _fail(source, f"unknown pruner '{pruner.get('type')}' (use one of {', '.join(PRUNERS)})"
               + did_you_mean(str(pruner.get("type")), PRUNERS))
-    if len(objectives) > 1 and pruner["type"] != "none":
+    if n_objectives > 1 and pruner["type"] != "none":
         _fail(source, "Optuna cannot prune multi-objective studies: use pruner: none")
     n_trials = raw["n_trials"]
     if not isinstance(n_trials, int) or n_trials < 1:
@@ -219,19 +235,34 @@ def parse_spec(raw, source: str = "<spec>") -> StudySpec:
     for b in baselines:
         if b != "clean" and b not in VARIANTS:
             _fail(source, f"unknown baseline '{b}' (use 'clean' or a variant: {', '.join(VARIANTS)})")
-    spec = StudySpec(study, variant, str(raw.get("data", "synthetic")), str(raw.get("detector", "demo")), base,
-                     fixed, params, sampler, objectives, constraints, pruner, n_trials, seeds, baselines, source,
-                     str(raw.get("description", "")))
+    return sampler, pruner, n_trials, seeds, baselines
+
+
+def _resolve_sampler(spec: "StudySpec") -> None:
+    """'auto' -> grid / NSGA-II / TPE; a grid must be listed and fit the trial budget."""
+    params, source = spec.params, spec.source
     if spec.sampler == "auto":
         spec.sampler = ("grid" if all(p.type == "grid" for p in params)
-                        else "nsga2" if len(objectives) > 1 else "tpe")
+                        else "nsga2" if len(spec.objectives) > 1 else "tpe")
     if spec.sampler == "grid":
         bad = [p.name for p in params if p.grid_values() is None]
         if bad:
             _fail(source, f"sampler grid needs listed values; parameter '{bad[0]}' is a {params[0].type} range")
         size = math.prod(len(p.grid_values()) for p in params)
-        if size > n_trials:
-            _fail(source, f"the grid has {size} points but n_trials is {n_trials}: raise n_trials or shrink the grid")
+        if size > spec.n_trials:
+            _fail(source, f"the grid has {size} points but n_trials is {spec.n_trials}: raise n_trials or shrink the grid")
     elif any(p.type == "grid" for p in params):
         _fail(source, f"type grid needs sampler grid (sampler is {spec.sampler}); use categorical")
+
+
+def parse_spec(raw, source: str = "<spec>") -> StudySpec:
+    """A validated study spec; the first problem ends in one line (SpecError, exit status 2)."""
+    study, variant = _check_header(raw, source)
+    base, fixed, params = _check_config_and_space(raw, source, variant)
+    objectives, constraints = _check_objectives(raw, source)
+    sampler, pruner, n_trials, seeds, baselines = _check_budget(raw, source, variant, len(objectives))
+    spec = StudySpec(study, variant, str(raw.get("data", "synthetic")), str(raw.get("detector", "demo")), base,
+                     fixed, params, sampler, objectives, constraints, pruner, n_trials, seeds, baselines, source,
+                     str(raw.get("description", "")))
+    _resolve_sampler(spec)
     return spec
