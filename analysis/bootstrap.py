@@ -5,8 +5,11 @@ depend on which images are drawn, so it is computed once per (ground truth, dete
 with pycocotools' ``evaluate()``. A bootstrap replicate only re-weights images (how often
 each is drawn), and COCO's accumulation with image weights is: sort all detections by
 score once, weighted cumulative true and false positives, weighted ground-truth count,
-the precision envelope, precision at the 101 recall thresholds. Everything but the
-per-row ``searchsorted`` is one array operation over all replicates.
+the precision envelope, precision at the 101 recall thresholds, all evaluated at the true
+positives only and as array operations over all replicates (one ``searchsorted`` for all rows).
+
+Seeds: :func:`bootstrap_gap` is hierarchical (images shared by every condition, seeds drawn
+within each condition; see :func:`seed_scale` for the two corrections it needs).
 
 With every weight 1 this is exactly COCOeval's AP@[.50:.95] (area all, 100 detections)
 and AR@100 (tested against pycocotools and faster-coco-eval).
