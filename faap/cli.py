@@ -75,6 +75,10 @@ def _inspect(args) -> None:
 def _oracle(args) -> None:
     from faap.data.synth import oracle_effect
 
+    if args.eps is not None and not args.eps > 0:
+        raise UserError(f"--eps must be > 0 (got {args.eps})")
+    if args.max_images < 0:
+        raise UserError(f"--max-images must be >= 0 (got {args.max_images})")
     out = oracle_effect(args.root, args.detector, args.eps, args.split, args.max_images)
     print(json.dumps(out, indent=2))
     print(f"AP gap on {out['split']}: clean {out['clean']['AP_gap']:.3f}, with the oracle perturbation (female images, "

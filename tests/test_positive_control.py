@@ -65,3 +65,13 @@ def test_oracle_perturbation_reduces_the_clean_gap(control_data):
           f"{out['oracle']['AP_gap']:.3f} (eps {out['eps']})")
     assert out["oracle"]["AP_male"] == out["clean"]["AP_male"]
     assert out["AP_gap_change"] < -0.05
+
+
+@pytest.mark.parametrize("flags, message", [(["--eps", "-1"], "--eps must be > 0"),
+                                            (["--max-images", "-2"], "--max-images must be >= 0")])
+def test_oracle_bad_values_are_one_line(control_data, flags, message, capsys):
+    from faap.cli import main
+
+    assert main(["data", "oracle", control_data, *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
