@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import statistics
+import sys
 import time
 
 import torch
@@ -138,8 +139,15 @@ def _generator(settings: dict, dev, compile_g: bool):
     return torch.compile(gen)
 
 
+def _progress(done: int, total: int, row: dict) -> None:
+    """One stderr line per finished row: a real-size bench takes many minutes."""
+    print(f"faap bench: [{done}/{total}] {row['what']}: {row['ms'] / 1000:.2f} s/step", file=sys.stderr, flush=True)
+
+
 def run(detector_spec="demo", device="auto", batch_size=8, image_size=128, steps=20, warmup=3, amp="none",
-        channels_last=False, g_checkpointing=False, compile_g=False) -> list[dict]:
+        channels_last=False, g_checkpointing=False, compile_g=False, variants=None, progress=None) -> list[dict]:
+    """The bench's rows: bare detector, G alone, then each of ``variants`` (default: every registered
+    one) in the suite's step and the original loop. ``progress(done, total, row)`` is called per row."""
     dev = resolve_device(device)
     if compile_g:  # where inductor cannot compile (no C++ compiler, old GPU), run G eagerly, with a warning
         torch._dynamo.config.suppress_errors = True
@@ -147,6 +155,14 @@ def run(detector_spec="demo", device="auto", batch_size=8, image_size=128, steps
     batch = random_batch(batch_size, image_size)
     x0, mask, targets, n_female = female_first(batch, dev)
     settings = {"amp": amp, "channels_last": channels_last, "g_checkpointing": g_checkpointing, "data": "-"}
+    names = list(VARIANTS) if variants is None else list(variants)
+    steps_to_time = (("suite", train_step), ("original loop", legacy_step))
+    total, rows = 2 + len(steps_to_time) * len(names), []
+
+    def add(row):
+        rows.append(row)
+        if progress:
+            progress(len(rows), total, row)
 
     def bare():
         x = x0.clone().requires_grad_(True)
@@ -162,23 +178,27 @@ def run(detector_spec="demo", device="auto", batch_size=8, image_size=128, steps
         x_adv, _ = perturb_groups(gen0, x0, mask, n_female, 0.1)
         x_adv.sum().backward()
 
-    rows = [{"what": "bare detector fwd+bwd", **_measure(bare, steps, warmup, dev)},
-            {"what": "generator fwd+bwd alone (both groups)", **_measure(generator_only, steps, warmup, dev)}]
+    add({"what": "bare detector fwd+bwd", **_measure(bare, steps, warmup, dev)})
+    add({"what": "generator fwd+bwd alone (both groups)", **_measure(generator_only, steps, warmup, dev)})
     del gen0
-    for name in VARIANTS:
-        for label, step in (("suite", train_step), ("original loop", legacy_step)):
+    for name in names:
+        for label, step in steps_to_time:
             torch.manual_seed(0)
             cfg = make_config(name, settings)
             gen = _generator(settings, dev, compile_g)
             variant = VARIANTS[name](cfg, detector.hidden_dim).to(dev)
             variant.optimizers = variant.make_optimizers()
             opt = torch.optim.Adam(list(gen.parameters()) + variant.g_parameters(), lr=cfg.lr_g)
-            timed = _measure(lambda: step(batch, gen, detector, variant, opt, 10, dev), steps, warmup, dev)
-            rows.append({"what": f"{name} ({label})", **timed})
+            add({"what": f"{name} ({label})",
+                 **_measure(lambda: step(batch, gen, detector, variant, opt, 10, dev), steps, warmup, dev)})
             del gen, variant, opt  # free before the next row's peak is measured
+    return _with_ratios(rows)
+
+
+def _with_ratios(rows: list[dict]) -> list[dict]:
+    """Each row's time as a multiple of the bare step, and what it costs beyond G and the detector."""
     for r in rows:
         r["ratio"] = r["ms"] / rows[0]["ms"]
-        # What a step costs beyond the two networks it must run (G and the detector).
         r["overhead_ms"] = r["ms"] - rows[0]["ms"] - rows[1]["ms"] if r is not rows[0] and r is not rows[1] else None
     return rows
 
@@ -199,12 +219,25 @@ def format_table(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def parse_variants(text: str | None) -> list[str] | None:
+    """``--variants a,b``: registered names only (None: every registered variant)."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise UserError(f"bench --variants: unknown variant(s) {', '.join(unknown) or '(none given)'}; "
+                        f"registered: {', '.join(VARIANTS)}")
+    return names
+
+
 def main(args) -> None:
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 2 or args.image_size < 32:
         raise UserError("bench needs --steps >= 1, --warmup >= 0, --batch-size >= 2 (both groups) and "
                         "--image-size >= 32")
+    variants = parse_variants(args.variants)
     rows = run(args.detector, args.device, args.batch_size, args.image_size, args.steps, args.warmup, args.amp,
-               args.channels_last, args.g_checkpointing, args.compile_g)
+               args.channels_last, args.g_checkpointing, args.compile_g, variants, progress=_progress)
     table = format_table(rows, args)
     print(table)
     if args.out:

@@ -227,14 +227,16 @@ def _add_detector(sub) -> None:
 def _add_bench(sub) -> None:
     """``faap bench``."""
     b = sub.add_parser("bench", help="training-step time of each variant relative to a bare detector step")
-    b.add_argument("--detector", default="demo")
-    b.add_argument("--device", default="auto")
-    b.add_argument("--batch-size", type=int, default=8)
-    b.add_argument("--image-size", type=int, default=128)
-    b.add_argument("--steps", type=int, default=20)
-    b.add_argument("--warmup", type=int, default=3)
-    b.add_argument("--amp", default="none", choices=["none", "bf16"])
-    b.add_argument("--channels-last", action="store_true")
+    b.add_argument("--detector", default="demo", help="'demo', a hub id, a folder or an original DETR .pth "
+                   "(default: demo)")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    b.add_argument("--batch-size", type=int, default=8, help="images per step, half per group (default: 8)")
+    b.add_argument("--image-size", type=int, default=128, help="square image side in pixels (default: 128)")
+    b.add_argument("--steps", type=int, default=20, help="timed steps per row; the median is reported (default: 20)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed steps before each row (default: 3)")
+    b.add_argument("--variants", metavar="A,B", help="time only these registered variants (default: all)")
+    b.add_argument("--amp", default="none", choices=["none", "bf16"], help="bf16 autocast on CUDA (default: none)")
+    b.add_argument("--channels-last", action="store_true", help="NHWC convolutions in G (config: channels_last)")
     b.add_argument("--g-checkpointing", action="store_true", help="activation checkpointing of G's blocks "
                    "(config: g_checkpointing)")
     b.add_argument("--compile-g", action="store_true", help="torch.compile G (runs eagerly, with a warning, where "

@@ -11,6 +11,7 @@ from faap.variants import VARIANTS
 
 
 def test_peak_memory_measures_what_the_block_allocates():
+    torch.ones(16)  # first call in a process pages in torch's code (about 8 MiB of RSS): not the block's
     with PeakMemory("cpu") as quiet:
         torch.ones(16)
     with PeakMemory("cpu") as mem:
@@ -46,6 +47,19 @@ def test_bench_bad_settings_exit_2(capsys):
     assert main(["bench", "--batch-size", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("faap: error: bench needs --steps >= 1")  # no thread line: no network ran
+
+
+def test_bench_variant_filter_and_progress(capsys):
+    """--variants times only the named variants; each finished row prints one progress line."""
+    seen = []
+    rows = run(batch_size=2, image_size=64, steps=1, warmup=0, device="cpu", variants=["infonce"],
+               progress=lambda done, total, row: seen.append((done, total, row["what"])))
+    assert [r["what"] for r in rows] == ["bare detector fwd+bwd", "generator fwd+bwd alone (both groups)",
+                                         "infonce (suite)", "infonce (original loop)"]
+    assert seen == [(i + 1, 4, r["what"]) for i, r in enumerate(rows)]
+    assert main(["bench", "--variants", "infonce,nosuch", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown variant(s) nosuch" in err[0] and "registered: " in err[0]
 
 
 def test_gpu_script_command_lines_parse():
