@@ -21,8 +21,30 @@ def _fault(p):
     p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats of a running trial")
     p.add_argument("--grace", type=float, default=300.0, help="seconds without heartbeat before a trial is re-run")
     p.add_argument("--wandb", default="auto", choices=WANDB_MODES, help="W&B mode (auto: online if logged in)")
-    p.add_argument("--storage-timeout", type=float, default=180.0,
-                   help="seconds a worker retries an unreachable RDB storage before it stops (keep below --grace)")
+    p.add_argument("--storage-timeout", type=float,
+                   help="seconds a worker retries an unreachable RDB storage before it stops; must be below "
+                   f"--grace minus --heartbeat (default: {DEFAULT_STORAGE_TIMEOUT:g}, or half of that room if it is "
+                   "less)")
+
+
+DEFAULT_STORAGE_TIMEOUT = 180.0
+
+
+def _check_fault_settings(args) -> None:
+    """Heartbeat < grace, and heartbeat + storage timeout < grace: a trial's last stamp can be a heartbeat
+    old when its worker loses the storage, and a worker that came back after the others' grace would find
+    its trial re-run by another worker in the same folder. Sets the default timeout in ``args`` (spawned
+    workers get the same value)."""
+    if not 0 < args.heartbeat < args.grace:
+        raise UserError(f"--heartbeat ({args.heartbeat:g} s) must be > 0 and below --grace ({args.grace:g} s): "
+                        "running trials would look lost between two heartbeats")
+    if args.storage_timeout is None:
+        room = args.grace - args.heartbeat
+        args.storage_timeout = DEFAULT_STORAGE_TIMEOUT if DEFAULT_STORAGE_TIMEOUT < room else room / 2
+    elif not 0 < args.storage_timeout < args.grace - args.heartbeat:
+        raise UserError(f"--storage-timeout ({args.storage_timeout:g} s) must be > 0 and below --grace minus "
+                        f"--heartbeat ({args.grace:g} - {args.heartbeat:g} s): a worker waiting out a longer outage "
+                        "would find its trial re-run by another worker")
 
 
 def _placement(p):
@@ -39,6 +61,7 @@ def _needs_storage(func):
         from ablations.storage import check_reachable, set_storage_timeout
 
         if hasattr(args, "storage_timeout"):
+            _check_fault_settings(args)
             set_storage_timeout(args.storage_timeout)
         check_reachable(args.storage)
         return func(args)

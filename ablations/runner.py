@@ -94,7 +94,7 @@ def spawn_workers(name: str, url: str | None, envs: list[dict], wandb_mode: str,
     def start(env):
         cmd = [sys.executable, "-m", "faap.cli", "sweep", "worker", name, "--threads", env["OMP_NUM_THREADS"],
                "--wandb", wandb_mode, *extra] + (["--storage", url] if url else [])
-        return subprocess.Popen(cmd, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **env})
+        return subprocess.Popen(cmd, env={**os.environ, **env})  # the worker sets its wait policy (faap.threads)
 
     procs = [start(env) for env in envs]
     try:

@@ -103,32 +103,46 @@ def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 
 
 
 def loss_vs_gap_points(epochs_frame, loss: str, clean_gap: float) -> np.ndarray:
-    """(drop of ``loss`` since epoch 0, AP-gap change vs clean) per (run, epoch >= 1)."""
+    """(drop of ``loss`` since epoch 0, AP-gap change vs clean, run code) per (run, epoch >= 1).
+
+    The third column numbers the runs (0, 1, ...): a run's epochs are not independent points, and
+    :func:`rank_correlation` resamples whole runs."""
     df = epochs_frame[epochs_frame["metric"].isin([loss, "AP_gap"])]
     wide = df.pivot_table(index=["run", "epoch"], columns="metric", values="value").reset_index()
     if loss not in wide:
-        return np.zeros((0, 2))
+        return np.zeros((0, 3))
     first = wide[wide["epoch"] == 0].set_index("run")[loss]
     wide = wide[wide["epoch"] >= 1].copy()
     wide["drop"] = wide["run"].map(first) - wide[loss]
     wide["gap_change"] = wide["AP_gap"] - clean_gap
-    return wide[["drop", "gap_change"]].dropna().to_numpy()
+    wide = wide.dropna(subset=["drop", "gap_change"])
+    wide["run_code"] = wide["run"].astype("category").cat.codes
+    return wide[["drop", "gap_change", "run_code"]].to_numpy(dtype=float)
+
+
+MIN_CORRELATION_RUNS = 4
+"""Fewer runs than this give no interval: resampling 2-3 runs cannot say how the correlation varies."""
 
 
 def rank_correlation(points: np.ndarray, replicates: int = 2000, seed: int = 0) -> dict:
-    """Spearman correlation of the two columns with a 95% bootstrap interval: ``{n, rho, ci}``
-    (``{n}`` alone below 6 points)."""
+    """Spearman correlation of the first two columns with a 95% bootstrap interval:
+    ``{n, runs, rho, ci}`` (no ``rho`` below 6 points or :data:`MIN_CORRELATION_RUNS` runs).
+
+    With a third column (run codes, :func:`loss_vs_gap_points`) the bootstrap resamples runs,
+    each with all its points (a cluster bootstrap); without one, points."""
     from scipy.stats import spearmanr
 
-    n = len(points)
-    if n < 6:
-        return {"n": n}
+    clusters = points[:, 2] if points.shape[1] > 2 else np.arange(len(points))
+    members = [np.flatnonzero(clusters == c) for c in np.unique(clusters)]
+    n, runs = len(points), len(members)
+    if n < 6 or runs < MIN_CORRELATION_RUNS:
+        return {"n": n, "runs": runs}
     rho = float(spearmanr(points[:, 0], points[:, 1]).statistic)
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(replicates):
-        idx = rng.integers(0, n, n)
+        idx = np.concatenate([members[i] for i in rng.integers(0, runs, runs)])
         if np.ptp(points[idx, 0]) > 0 and np.ptp(points[idx, 1]) > 0:
             boots.append(spearmanr(points[idx, 0], points[idx, 1]).statistic)
     lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"n": n, "rho": rho, "ci": (float(lo), float(hi))}
+    return {"n": n, "runs": runs, "rho": rho, "ci": (float(lo), float(hi))}

@@ -64,14 +64,33 @@ def example_grid(runs: dict[str, str], out_path: str, per_group: int = 2, device
             rows.append((f"{group} {i}", row))
     w, h = rows[0][1][0].size
     labels = ["clean"] + [f"{n}{suffix}" for n in gens for suffix in ("", " perturbation")]
-    sheet = Image.new("RGB", (w * len(labels), (h + 14) * len(rows) + 14), "white")
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = [_wrap(measure, label, w - 4) for label in labels]
+    top = 12 * max(len(lines) for lines in wrapped) + 2  # the column labels, a line per 12 px
+    sheet = Image.new("RGB", (w * len(labels), top + (h + 14) * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
-    for j, label in enumerate(labels):
-        draw.text((j * w + 2, 1), label[:22], fill="black")
+    for j, lines in enumerate(wrapped):
+        for k, line in enumerate(lines):
+            draw.text((j * w + 2, 1 + 12 * k), line, fill="black")
     for i, (label, row) in enumerate(rows):
-        draw.text((2, 14 + i * (h + 14)), label, fill="black")
+        draw.text((2, top + i * (h + 14)), label, fill="black")
         for j, img in enumerate(row):
-            sheet.paste(img, (j * w, 28 + i * (h + 14)))
+            sheet.paste(img, (j * w, top + 14 + i * (h + 14)))
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     sheet.save(out_path)
     return out_path
+
+
+def _wrap(draw, text: str, width: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels, broken between words (a longer word across lines)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+            continue
+        while draw.textlength(word) > width and len(word) > 1:
+            cut = max(k for k in range(1, len(word)) if draw.textlength(word[:k]) <= width or k == 1)
+            lines.append(word[:cut])
+            word = word[cut:]
+        lines.append(word)
+    return lines or [""]

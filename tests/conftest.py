@@ -9,10 +9,13 @@ os.environ.setdefault("FAAP_THREADS", "1")  # commands run in-process (cli.main)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: hub ids must fail fast
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """The clean-baseline cache lives in a per-session temp folder, never in ~/.cache."""
-    monkeypatch.setenv("FAAP_CACHE", str(tmp_path_factory.getbasetemp() / "faap-cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """The clean-baseline cache lives in a per-session temp folder, never in ~/.cache. Session-scoped and
+    autouse, so it is set before any module- or session-scoped fixture computes a baseline."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FAAP_CACHE", str(tmp_path_factory.getbasetemp() / "faap-cache"))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,11 @@ def judged(original_checkpoint, tiny_data, tmp_path_factory):  # noqa: F811
     """Two folders judged from one original checkpoint at two budgets: {name: (folder, summary)}."""
     root = tmp_path_factory.mktemp("judged")
     out = {}
-    with pytest.MonkeyPatch.context() as mp:  # the module scope runs before conftest's per-test cache setting
-        mp.setenv("FAAP_CACHE", str(tmp_path_factory.getbasetemp() / "faap-cache"))
-        for name, eps in (("eps09", "0.09"), ("eps05", "0.05")):
-            folder = str(root / name)
-            assert _eval(original_checkpoint, tiny_data, folder, "--eps", eps) == 0
-            with open(os.path.join(folder, "summary.json")) as f:
-                out[name] = (folder, json.load(f))
+    for name, eps in (("eps09", "0.09"), ("eps05", "0.05")):
+        folder = str(root / name)
+        assert _eval(original_checkpoint, tiny_data, folder, "--eps", eps) == 0
+        with open(os.path.join(folder, "summary.json")) as f:
+            out[name] = (folder, json.load(f))
     return out
 
 

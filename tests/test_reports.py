@@ -199,3 +199,19 @@ def test_two_objective_study_report(tiny_data, tmp_path):
     assert len(data.intermediate) == 0  # multi-objective studies are not pruned, nothing reported
     assert set(data.trials["state"]) == {"COMPLETE"}
     _assert_pngs(str(tmp_path / "report"), text)
+
+
+def test_example_grid_labels_wrap_within_their_column():
+    """Column labels are never cut: they wrap between words, and a word wider than the column across lines."""
+    from PIL import Image, ImageDraw
+
+    from reports.examples import _wrap
+
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    for text in ("adversarial perturbation", "infonce_gender_aware perturbation", "clean", "x" * 60):
+        lines = _wrap(draw, text, 124)
+        assert "".join(lines).replace(" ", "") == text.replace(" ", "")  # every character kept
+        assert all(draw.textlength(line) <= 124 for line in lines)
+    assert _wrap(draw, "adversarial perturbation", 124) == ["adversarial perturbation"]  # was cut at 22 characters
+    assert _wrap(draw, "adversarial perturbation", 80) == ["adversarial", "perturbation"]
+    assert _wrap(draw, "clean", 124) == ["clean"]

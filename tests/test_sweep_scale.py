@@ -99,6 +99,34 @@ def test_unreachable_storage_is_one_line_exit_2_and_creates_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--grace", "60", "--heartbeat", "10", "--storage-timeout", "55"],
+     "--storage-timeout (55 s) must be > 0 and below --grace minus --heartbeat (60 - 10 s): "),
+    (["--heartbeat", "30", "--grace", "20"], "--heartbeat (30 s) must be > 0 and below --grace (20 s): "),
+    (["--heartbeat", "0"], "--heartbeat (0 s) must be > 0 and below --grace (300 s): ")])
+def test_fault_settings_that_would_re_run_live_trials_are_refused(tmp_path, capsys, flags, message):
+    """Checked before the storage is opened: one line, exit 2, nothing written."""
+    from faap.cli import main
+
+    journal = tmp_path / "journal.log"
+    for command in (["run", os.path.join(ROOT, "sweeps", "demo.yaml")], ["worker", "demo"], ["resume", "demo"]):
+        assert main(["sweep", *command, "--storage", str(journal), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("faap: error: " + message), err
+    assert os.listdir(tmp_path) == []
+
+
+def test_storage_timeout_defaults_below_the_grace():
+    import argparse
+
+    from ablations.cli import _check_fault_settings
+
+    for grace, expected in ((300.0, 180.0), (100.5, 50.0), (4.5, 2.0)):
+        args = argparse.Namespace(heartbeat=0.5, grace=grace, storage_timeout=None)
+        _check_fault_settings(args)
+        assert args.storage_timeout == expected
+
+
 def test_status_shows_the_host_and_gpu_of_each_trial(tiny_data, tmp_path):
     """`faap sweep run --workers 2` on this CPU machine: each trial records host:pid and 'cpu'; status shows them."""
     import socket
@@ -240,7 +268,7 @@ def _running_trial_dir(name, pid, timeout=180):
 @pytest.mark.postgres
 def test_worker_rides_out_a_storage_outage_and_a_stopped_one_is_resumed(tiny_data, tmp_path, pg_outage, monkeypatch):
     """PostgreSQL stops under two workers: the one with --storage-timeout 3 stops with one line (exit 2), the
-    one with 60 s waits, carries on when the server is back, and re-runs the other's trial from its checkpoint."""
+    one with 15 s (grace 20 s) waits, carries on when the server is back, and re-runs the other's trial from its checkpoint."""
     import uuid
 
     import optuna
@@ -258,7 +286,7 @@ def test_worker_rides_out_a_storage_outage_and_a_stopped_one_is_resumed(tiny_dat
         short = start_worker(name, PG_URL, tmp_path, "--storage-timeout", "3")
         procs.append(short)
         trial_dir = _running_trial_dir(name, short.pid)
-        patient = start_worker(name, PG_URL, tmp_path, "--storage-timeout", "60")
+        patient = start_worker(name, PG_URL, tmp_path, "--grace", "20", "--storage-timeout", "15")
         procs.append(patient)
         _wait_for(os.path.join(trial_dir, "seed42", "checkpoints", "epoch_0000.pt"))
         pg_outage("stop")
