@@ -122,11 +122,15 @@ def test_cli_bad_value_one_line_exit_2(tiny_data, tmp_path, setting, message):
 
 
 def test_hypothesis_rules():
-    assert h1_verdict(1.0, 0.9, 0.2, 0.1)[0] == "inconclusive"  # MMD fell 10%: not aligned
-    verdict, stats = h1_verdict(1.0, 0.5, 0.12, 0.1)
+    change = lambda value, lo, hi: {"value": value, "ci": (lo, hi)}  # noqa: E731
+    assert h1_verdict(1.0, 0.9, change(0.02, 0.01, 0.03), 0.1)[0] == "inconclusive"  # MMD fell 10%: not aligned
+    verdict, stats = h1_verdict(1.0, 0.5, change(0.002, -0.005, 0.01), 0.1)  # rules out a shrink of 0.01
     assert verdict == "supported" and stats["mmd_drop"] == pytest.approx(0.5)
-    assert stats["gap_change"] == pytest.approx(0.02)
-    assert h1_verdict(1.0, 0.5, 0.05, 0.1)[0] == "not supported"
+    assert stats["gap_change"] == 0.002 and stats["gap_change_ci"] == [-0.005, 0.01]
+    assert stats["meaningful_shrink"] == pytest.approx(0.01)
+    assert h1_verdict(1.0, 0.5, change(-0.03, -0.05, -0.01), 0.1)[0] == "not supported"  # shrank distinguishably
+    # a point estimate above zero with an interval wide enough for a real shrink says nothing
+    assert h1_verdict(1.0, 0.5, change(0.01, -0.04, 0.06), 0.1)[0] == "inconclusive"
     assert h2_verdict(0.1, 0.09) == ("supported", {"shift_female": 0.1, "shift_male": 0.09,
                                                    "male_to_female": pytest.approx(0.9)})
     assert h2_verdict(0.1, 0.02)[0] == "not supported" and h2_verdict(0.1, 0.06)[0] == "inconclusive"
@@ -150,14 +154,17 @@ def test_tiny_run_logs_mmd_and_is_judged(tiny_data, tmp_path):
                                                  + 2.0 * record["loss_mmd"], rel=1e-5)
 
     diag = feature_diagnostics(out, n_images=6)
-    ctx = SimpleNamespace(diagnostics=lambda: diag)
+    test = {"differences": {"trial0 - clean": {"AP_gap": {"value": 0.01, "ci": (-0.02, 0.04)}}},
+            "conditions": {"clean": {"AP_gap": {"value": 0.3}}}}  # the report's test numbers (bootstrap_gap)
+    ctx = SimpleNamespace(diagnostics=lambda: diag, best=SimpleNamespace(name="trial0"), report={"splits": {"test": test}})
     assert diag["mmd"]["before"] > 0 and diag["mmd"]["after"] > 0
     h1, h2 = (h.judge(ctx) for h in MMD.hypotheses)
     assert {h1.verdict, h2.verdict} <= VERDICTS
     assert h1.stats["mmd_drop"] == pytest.approx(1 - diag["mmd"]["after"] / diag["mmd"]["before"])
-    assert h1.stats["gap_change"] == pytest.approx(record["AP_gap"] - record["baseline_AP_gap"])
-    assert h1.verdict == h1_verdict(diag["mmd"]["before"], diag["mmd"]["after"], record["AP_gap"],
-                                    record["baseline_AP_gap"])[0]
+    assert h1.stats["gap_change_ci"] == [-0.02, 0.04] and h1.stats["clean_test_AP_gap"] == 0.3
+    assert h1.verdict == h1_verdict(diag["mmd"]["before"], diag["mmd"]["after"],
+                                    test["differences"]["trial0 - clean"]["AP_gap"], 0.3)[0]
+    assert "95% CI [-0.020, +0.040]" in h1.text
     assert h2.stats["male_to_female"] == pytest.approx(diag["feature_shift"]["male"] / diag["feature_shift"]["female"])
     assert h2.stats["shift_female"] > 0 and h2.verdict == h2_verdict(**{f"shift_{g}": v for g, v in
                                                                         diag["feature_shift"].items()})[0]

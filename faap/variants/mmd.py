@@ -11,7 +11,6 @@ import torch
 from faap.config import TrainConfig, bounded
 from faap.errors import ConfigError
 from faap.losses import MMD_SIGMAS, multi_kernel_mmd, pool_queries
-from faap.rundir import RunDir
 from faap.variants.base import Finding, Hypothesis, StepState, Variant
 
 
@@ -48,30 +47,40 @@ class MMDConfig(TrainConfig):
 # ---- what the report says about MMD: two failure hypotheses, quoted from Report/04_mmd.md ----------
 H1_ALIGNED = 0.20
 """H1 counts the features as aligned when the female/male MMD fell by more than this fraction."""
+H1_MEANINGFUL_SHRINK = 0.10
+"""A shrink of the test AP gap by this fraction of the clean detector's gap counts as an improvement."""
 H2_SYMMETRIC = 0.8
 H2_ONE_SIDED = 0.5
 
 
-def _record_at(run: str, epoch: int) -> dict:
-    return next(r for r in RunDir(run).read_metrics() if r["epoch"] == epoch)
-
-
-def h1_verdict(mmd_before: float, mmd_after: float, gap: float, clean_gap: float) -> tuple[str, dict]:
+def h1_verdict(mmd_before: float, mmd_after: float, gap_change: dict, clean_gap: float) -> tuple[str, dict]:
+    """``gap_change``: the report's test difference (best condition - clean) in AP gap, ``{value, ci}``.
+    Supported only when the interval rules out a meaningful shrink; a shrink it cannot rule out nor show
+    is inconclusive."""
+    lo, hi = gap_change["ci"]
     stats = {"mmd_before": mmd_before, "mmd_after": mmd_after, "mmd_drop": 1 - mmd_after / mmd_before,
-             "val_AP_gap": gap, "clean_val_AP_gap": clean_gap, "gap_change": gap - clean_gap}
+             "gap_change": gap_change["value"], "gap_change_ci": [lo, hi], "clean_test_AP_gap": clean_gap,
+             "meaningful_shrink": H1_MEANINGFUL_SHRINK * clean_gap}
     if stats["mmd_drop"] <= H1_ALIGNED:
         return "inconclusive", stats  # the features were not aligned: nothing to say about alignment
-    return ("supported" if stats["gap_change"] >= 0 else "not supported"), stats
+    if hi < 0:
+        return "not supported", stats  # the gap shrank, distinguishably
+    return ("supported" if lo > -stats["meaningful_shrink"] else "inconclusive"), stats
 
 
 def _judge_h1(ctx) -> Finding:
     diag = ctx.diagnostics()
-    record = _record_at(diag["run"], diag["epoch"])  # val AP gap of the run and of the clean detector
-    verdict, s = h1_verdict(diag["mmd"]["before"], diag["mmd"]["after"], record["AP_gap"], record["baseline_AP_gap"])
+    test = ctx.report["splits"]["test"]
+    d = test["differences"][f"{ctx.best.name} - clean"]["AP_gap"]
+    verdict, s = h1_verdict(diag["mmd"]["before"], diag["mmd"]["after"], d,
+                            test["conditions"]["clean"]["AP_gap"]["value"])
+    lo, hi = s["gap_change_ci"]
     text = (f"female/male MMD of pooled decoder features {s['mmd_before']:.4f} (clean) -> {s['mmd_after']:.4f} "
-            f"(perturbed, {-100 * s['mmd_drop']:+.1f}%); val AP gap {s['clean_val_AP_gap']:.3f} (clean) -> "
-            f"{s['val_AP_gap']:.3f} at the selected epoch {diag['epoch']}")
-    return Finding(verdict, text, s, where=f"run {diag['run']}")
+            f"(perturbed, {-100 * s['mmd_drop']:+.1f}%); test AP gap change against the clean detector "
+            f"{s['gap_change']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}] (a meaningful shrink: {s['meaningful_shrink']:.3f}, "
+            f"{H1_MEANINGFUL_SHRINK:.0%} of the clean gap {s['clean_test_AP_gap']:.3f})")
+    return Finding(verdict, text, s, where=f"MMD on run {diag['run']} (selected epoch {diag['epoch']}, validation "
+                   f"images); AP gap: the best trial's seeds on test")
 
 
 def h2_verdict(shift_female: float, shift_male: float) -> tuple[str, dict]:
@@ -94,8 +103,10 @@ def _judge_h2(ctx) -> Finding:
 
 HYPOTHESES = (
     Hypothesis("h1", "Feature alignment is not score alignment ('MMD로 feature 공간을 맞춰도 AP/AR Gap 개선으로 "
-               "이어지지 않을 수 있음')", f"supported when the MMD fell by more than {H1_ALIGNED:.0%} and the val AP gap "
-               "did not shrink below the clean detector's; inconclusive when the MMD did not fall that much",
+               "이어지지 않을 수 있음')", f"supported when the MMD fell by more than {H1_ALIGNED:.0%} and the 95% interval "
+               f"of the test AP gap change against the clean detector rules out a shrink of {H1_MEANINGFUL_SHRINK:.0%} "
+               "of the clean gap; not supported when the gap shrank distinguishably; otherwise (or when the MMD did not "
+               "fall that much) inconclusive",
                _judge_h1),
     Hypothesis("h2", "The symmetric MMD also disturbs men ('1st의 대칭 구조가 남성 feature도 불필요하게 교란')",
                f"supported when male features move at least {H2_SYMMETRIC} times as far as female ones; not supported "
