@@ -11,11 +11,11 @@ Fault tolerance, the same for the journal file and RDB storages:
 * Ctrl-C fails the running trial as "interrupted", enqueues its retry, and says how to resume;
 * an RDB storage that goes away is retried for ``--storage-timeout`` seconds
   (:mod:`ablations.faults`), then the worker stops and its trial stays RUNNING until it
-  goes stale. Keep ``--storage-timeout`` below ``--grace``: a worker that waits out an
-  outage longer than the others' grace comes back to find its trial re-run by another.
+  goes stale. ``--heartbeat`` plus ``--storage-timeout`` must stay below ``--grace`` (checked by
+  ``faap sweep``): a worker that waits out a longer outage comes back to find its trial re-run by another.
 
-Idle workers wait while other workers' trials run (one of them may go stale) and exit when
-nothing is waiting or running.
+Idle workers wait while other workers' trials run (one of them may go stale), looking again after
+0.5 s, then 1, 2, ... s up to one heartbeat, and exit when nothing is waiting or running.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from ablations.storage import runs_dir_for, study_lock
 from ablations.study import baseline_studies, load
 
 LOST = "worker lost"
+IDLE_FIRST_WAIT = 0.5
+"""Seconds an idle worker first waits before looking for work again (doubling up to one heartbeat)."""
 
 
 class Heartbeat:
@@ -139,19 +141,23 @@ def work(name: str, url: str | None, wandb_mode: str = "auto", max_trials: int |
         s.spec = spec
     ensure_clean_baseline(study, url)
     study_dir = runs_dir_for(url, name)
-    poll = poll or max(1.0, heartbeat_interval)
+    # Idle while others run: look again after 0.5 s, doubling up to one heartbeat (or ``poll``), so a worker
+    # whose last trial ends just after another's exits at once, and a long wait costs few storage reads.
+    longest = poll or max(1.0, heartbeat_interval)
     ran, tag, who = 0, f"[worker {os.getpid()}]", {"worker": f"{socket.gethostname()}:{os.getpid()}", "gpu": this_gpu()}
+    wait = min(IDLE_FIRST_WAIT, longest)
     try:
         while max_trials is None or ran < max_trials:
             picked = _take(study, studies, url, grace, reclaim_running, who, lambda m: log(f"{tag} {m}"))
             reclaim_running = False
             if picked is None:
                 if _running(studies):
-                    time.sleep(poll)
+                    time.sleep(wait)
+                    wait = min(2 * wait, longest)
                     continue
                 break
             _run_one(*picked, spec, study_dir, wandb_mode, heartbeat_interval, tag, log)
-            ran += 1
+            ran, wait = ran + 1, min(IDLE_FIRST_WAIT, longest)
     except StorageLost as e:
         from ablations.runner import resume_hint
 

@@ -239,3 +239,25 @@ def test_wandb_loader_reads_offline_runs(tiny_data, tmp_path):
     gap = frame[(frame.metric == "AP") & (frame.group == "female")].sort_values("epoch")
     assert gap["value"].tolist() == pytest.approx([r["AP_female"] for r in records])
     assert set(frame.columns) >= {"run", "seed", "epoch", "split", "condition", "group", "metric", "value"}
+
+
+def test_idle_worker_looks_again_soon_then_less_often(monkeypatch):
+    """While others' trials run, an idle worker waits 0.5, 1, 2, ... s, capped at one heartbeat; it exits
+    as soon as nothing runs (it used to sleep a whole heartbeat, 30 s, after another worker's last trial)."""
+    from types import SimpleNamespace
+
+    import ablations.runner
+    from ablations import worker
+
+    running = iter([True] * 8 + [False])
+    sleeps = []
+    monkeypatch.setattr(worker, "load", lambda name, url: SimpleNamespace(spec=None))
+    monkeypatch.setattr(worker, "baseline_studies", lambda study, url: [])
+    monkeypatch.setattr(worker, "runs_dir_for", lambda url, name: "unused")
+    monkeypatch.setattr(ablations.runner, "resolve_data", lambda spec: spec)
+    monkeypatch.setattr(ablations.runner, "ensure_clean_baseline", lambda study, url: None)
+    monkeypatch.setattr(worker, "_take", lambda *a: None)
+    monkeypatch.setattr(worker, "_running", lambda studies: next(running))
+    monkeypatch.setattr(worker.time, "sleep", sleeps.append)
+    assert worker.work("s", None, heartbeat_interval=10.0) == 0
+    assert sleeps == [0.5, 1, 2, 4, 8, 10, 10, 10]
