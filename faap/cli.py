@@ -12,21 +12,42 @@ from faap.errors import UserError
 
 
 def _train(args) -> None:
-    from faap.config import parse_set, read_config_file
+    from faap.config import PROVENANCE_KEYS, parse_set, read_config_file
     from faap.trainer import Run
     from faap.variants import make_config
 
     values = read_config_file(args.config) if args.config else {}
+    recorded = {k: values.pop(k) for k in PROVENANCE_KEYS if k in values}  # a run's config.yaml: checks, not values
+    variant = _train_variant(args.variant, values.pop("variant", None), args.config)
     values.update(parse_set(args.set))
     for key in ("data", "detector", "seed", "device"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     if args.skip_bad_images:
         values["skip_bad_images"] = True
-    cfg = make_config(args.variant, values)
+    cfg = make_config(variant, values)
     if not cfg.data:
         raise UserError("no dataset: give --data ROOT (or 'data:' in the config file)")
+    if "dataset_fingerprint" in recorded:
+        from faap.data.coco import fingerprint
+
+        if fingerprint(cfg.data) != recorded["dataset_fingerprint"]:
+            raise UserError(f"dataset {cfg.data} has fingerprint {fingerprint(cfg.data)}, but {args.config} was "
+                            f"trained on {recorded['dataset_fingerprint']}: not the same data")
+    if recorded.get("threads") and args.threads is None and not os.environ.get("FAAP_THREADS"):
+        from faap.threads import configure_threads
+
+        configure_threads(recorded["threads"], defer=True)  # on CPU, the same numbers need the same thread count
     Run(cfg, args.out, progress=not args.quiet).fit(resume=args.resume)
+
+
+def _train_variant(flag: str | None, in_config: str | None, config_path: str | None) -> str:
+    """--variant, else the config file's ``variant:`` (a run's config.yaml records it); both must agree."""
+    if flag and in_config and flag != in_config:
+        raise UserError(f"--variant {flag} but {config_path} is a '{in_config}' config")
+    if not (flag or in_config):
+        raise UserError("no variant: give --variant NAME (or 'variant:' in the config file)")
+    return flag or in_config
 
 
 def _eval(args) -> None:
@@ -141,7 +162,8 @@ also gets faap_config.yaml (image sizes, budget), which training applies to it."
 def _add_train(sub) -> None:
     """``faap train``."""
     t = sub.add_parser("train", help="train one variant (one run folder)")
-    t.add_argument("--variant", required=True, help="a registered variant (faap/variants/, one file each)")
+    t.add_argument("--variant", help="a registered variant (faap/variants/, one file each); default: the config "
+                   "file's 'variant:' (a run's config.yaml re-runs as recorded)")
     t.add_argument("--data", help="dataset root")
     t.add_argument("--detector", help="'demo', a transformers folder or hub id, or a DETR .pth")
     t.add_argument("--out", required=True, help="run folder to create (or resume)")

@@ -19,6 +19,10 @@ from faap.errors import ConfigError, did_you_mean
 from faap.metrics import METRICS
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+PROVENANCE_KEYS = ("dataset_fingerprint", "detector_id", "code_commit", "torch", "threads", "world_size",
+                   "skipped_bad_images")
+"""What a run's ``config.yaml`` records beside its config values (:class:`faap.trainer.Run` writes them);
+``faap train --config RUN/config.yaml`` reads them as checks, not as values."""
 DATASET_CONFIG = "faap_config.yaml"
 """Config values a dataset folder carries (written by ``faap data synth``), applied beneath the user's."""
 

@@ -95,10 +95,12 @@ class Run:
                                             self.rank, self.world)
         self.loader = make_loader(ds, cfg.batch_size, self.sampler, cfg.num_workers, seed=cfg.seed)
         self.val = Evaluator(self.val_groups, self.detector, cfg, self.device, cfg.eval_max_images)
-        self.resolved = {**cfg.to_dict(), "dataset_fingerprint": self.fingerprint,
-                         "detector_id": self.detector.detector_id, "code_commit": code_commit(),
-                         "torch": str(torch.__version__), "world_size": self.world,
-                         "skipped_bad_images": {k: [os.path.relpath(p, cfg.data) for p in v] for k, v in skipped.items()}}
+        provenance = {"dataset_fingerprint": self.fingerprint, "detector_id": self.detector.detector_id,
+                      "code_commit": code_commit(), "torch": str(torch.__version__),
+                      "threads": torch.get_num_threads(),  # CPU results depend on it (reduction order)
+                      "world_size": self.world,
+                      "skipped_bad_images": {k: [os.path.relpath(p, cfg.data) for p in v] for k, v in skipped.items()}}
+        self.resolved = {**cfg.to_dict(), **provenance}
 
     # ---- files --------------------------------------------------------------------------
     def prepare_dir(self, resume: bool) -> int:

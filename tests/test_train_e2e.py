@@ -93,6 +93,40 @@ def test_resume_refuses_a_changed_config(tiny_data, tmp_path):
         Run(make_config("infonce", tiny_values(tiny_data, epochs=1, temperature=0.2)), out, progress=False).fit(resume=True)
 
 
+def test_a_recorded_config_re_runs_identically(tiny_data, tmp_path, capsys):
+    """`faap train --config RUN/config.yaml --out NEW` (no --variant): the same records, epoch for epoch;
+    the recorded fingerprint is checked, and a --variant that contradicts the file is refused in one line."""
+    import shutil
+
+    import yaml
+
+    from faap.cli import main
+
+    first = str(tmp_path / "first")
+    Run(make_config("adversarial", tiny_values(tiny_data, epochs=2)), first, progress=False).fit()
+    recorded = os.path.join(first, "config.yaml")
+    with open(recorded) as f:
+        assert yaml.safe_load(f)["threads"] == torch.get_num_threads()  # CPU results depend on it
+    again = str(tmp_path / "again")
+    assert main(["train", "--config", recorded, "--out", again, "--quiet"]) == 0
+    a, b = _records(first), _records(again)
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b):
+        for key in ("loss_total", "loss_fair", "AP_male", "AP_female", "AP_gap", "delta_l2"):
+            assert ra[key] == rb[key], (ra["epoch"], key)
+    capsys.readouterr()
+    assert main(["train", "--config", recorded, "--variant", "infonce", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip() == f"faap: error: --variant infonce but {recorded} is a 'adversarial' config"
+    other = tmp_path / "other-data"
+    shutil.copytree(tiny_data, other)
+    victim = next((other / "women_split").rglob("*.json"))
+    victim.write_text(victim.read_text().replace('"id"', '"id" ', 1))  # same annotations, other bytes
+    assert main(["train", "--config", recorded, "--data", str(other), "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was trained on" in err[0] and "not the same data" in err[0]
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 @pytest.mark.parametrize("skip", [True, False])
 def test_infonce_skips_exactly_the_single_group_batches(tiny_data, skip):
     """The original InfoNCE skipped every batch without both groups (no G step at all)."""
