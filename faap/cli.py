@@ -28,17 +28,24 @@ def _train(args) -> None:
     cfg = make_config(variant, values)
     if not cfg.data:
         raise UserError("no dataset: give --data ROOT (or 'data:' in the config file)")
+    _apply_recorded(recorded, cfg.data, args)
+    Run(cfg, args.out, progress=not args.quiet).fit(resume=args.resume)
+
+
+def _apply_recorded(recorded: dict, data: str, args) -> None:
+    """A run's recorded provenance: its dataset must be this one; its thread count is used unless
+    --threads or FAAP_THREADS says otherwise (on CPU, the same numbers need the same thread count)."""
     if "dataset_fingerprint" in recorded:
         from faap.data.coco import fingerprint
 
-        if fingerprint(cfg.data) != recorded["dataset_fingerprint"]:
-            raise UserError(f"dataset {cfg.data} has fingerprint {fingerprint(cfg.data)}, but {args.config} was "
-                            f"trained on {recorded['dataset_fingerprint']}: not the same data")
+        here = fingerprint(data)
+        if here != recorded["dataset_fingerprint"]:
+            raise UserError(f"dataset {data} has fingerprint {here}, but {args.config} was trained on "
+                            f"{recorded['dataset_fingerprint']}: not the same data")
     if recorded.get("threads") and args.threads is None and not os.environ.get("FAAP_THREADS"):
         from faap.threads import configure_threads
 
-        configure_threads(recorded["threads"], defer=True)  # on CPU, the same numbers need the same thread count
-    Run(cfg, args.out, progress=not args.quiet).fit(resume=args.resume)
+        configure_threads(recorded["threads"], defer=True)
 
 
 def _train_variant(flag: str | None, in_config: str | None, config_path: str | None) -> str:

@@ -112,7 +112,8 @@ def judge_generator(checkpoint: str, data: str, detector_spec: str, out_dir: str
     fp = fingerprint(data)
     resolved = {**cfg.to_dict(), "variant": info["variant"], "seed": None, "dataset_fingerprint": fp,
                 "detector_id": detector.detector_id, "code_commit": code_commit(), "torch": str(torch.__version__),
-                "threads": torch.get_num_threads(), "generator_checkpoint": os.path.abspath(checkpoint), "checkpoint_format": info["format"],
+                "threads": torch.get_num_threads(), "generator_checkpoint": os.path.abspath(checkpoint),
+                "checkpoint_format": info["format"],
                 "checkpoint_epoch": info["epoch"], "epochs": None,  # None: not trained here
                 "skipped_bad_images": {k: [os.path.relpath(p, data) for p in v] for k, v in skipped.items()}}
     return _write_judged(out_dir, evaluator, generator, info, split, resolved)

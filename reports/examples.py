@@ -89,7 +89,7 @@ def _wrap(draw, text: str, width: int) -> list[str]:
             lines[-1] += f" {word}"
             continue
         while draw.textlength(word) > width and len(word) > 1:
-            cut = max(k for k in range(1, len(word)) if draw.textlength(word[:k]) <= width or k == 1)
+            cut = max([k for k in range(1, len(word)) if draw.textlength(word[:k]) <= width] or [1])
             lines.append(word[:cut])
             word = word[cut:]
         lines.append(word)

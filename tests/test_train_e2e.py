@@ -106,7 +106,12 @@ def test_a_recorded_config_re_runs_identically(tiny_data, tmp_path, capsys):
     Run(make_config("adversarial", tiny_values(tiny_data, epochs=2)), first, progress=False).fit()
     recorded = os.path.join(first, "config.yaml")
     with open(recorded) as f:
-        assert yaml.safe_load(f)["threads"] == torch.get_num_threads()  # CPU results depend on it
+        saved = yaml.safe_load(f)
+    assert saved["threads"] == torch.get_num_threads()  # CPU results depend on it
+    from faap.config import PROVENANCE_KEYS, field_names
+
+    # what re-running reads as checks is exactly what the trainer records beside the config values
+    assert set(saved) - set(field_names(type(make_config("adversarial", {})))) == set(PROVENANCE_KEYS)
     again = str(tmp_path / "again")
     assert main(["train", "--config", recorded, "--out", again, "--quiet"]) == 0
     a, b = _records(first), _records(again)
