@@ -92,7 +92,7 @@ def _synth(args) -> None:
 
 
 def _inspect(args) -> None:
-    from faap.data.coco import inspect
+    from faap.data.images import inspect
 
     report = inspect(args.root, decode=not args.no_decode, workers=args.workers)
     print(json.dumps(report, indent=2))
@@ -101,7 +101,7 @@ def _inspect(args) -> None:
 
 
 def _oracle(args) -> None:
-    from faap.data.synth import oracle_effect
+    from faap.oracle import oracle_effect
 
     if args.eps is not None and not args.eps > 0:
         raise UserError(f"--eps must be > 0 (got {args.eps})")

@@ -13,12 +13,11 @@ from faap import checkpoint as ckpt
 from faap.config import TrainConfig, build_config, code_commit
 from faap.data.coco import fingerprint, load_split
 from faap.data.images import screen
-from faap.detector import load_detector
 from faap.errors import UserError
 from faap.evaluate import Evaluator, clean_detections_path, summarize
 from faap.generator import build_generator, load_generator
 from faap.rundir import RunDir
-from faap.runtime import open_run, resolve_device
+from faap.runtime import detector_for, open_run, resolve_device
 from faap.schedules import epsilon_at
 from faap.trainer import judge_split
 from faap.variants import variant_of_original
@@ -106,8 +105,7 @@ def judge_generator(checkpoint: str, data: str, detector_spec: str, out_dir: str
     cfg = build_config(TrainConfig, values)
     screened, skipped = screen({split: load_split(data, split)}, skip_bad_images)
     groups = screened[split]
-    categories = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
-    detector = load_detector(detector_spec, dev, categories or None)
+    detector = detector_for(detector_spec, groups, dev)
     evaluator = Evaluator(groups, detector, cfg, dev)
     fp = fingerprint(data)
     resolved = {**cfg.to_dict(), "variant": info["variant"], "seed": None, "dataset_fingerprint": fp,
@@ -126,15 +124,9 @@ def _write_judged(out_dir, evaluator, generator, info, split, resolved) -> dict:
     ckpt.save_generator(out_dir, epoch, eps, generator, resolved)
     result, base = judge_split(out_dir, evaluator, generator, eps, split, epoch, resolved["dataset_fingerprint"],
                                resolved, resolved["generator_checkpoint"])
-    summary = {
-        "variant": info["variant"], "seed": None, "selected_epoch": epoch, "select_metric": None,
-        "epochs_completed": 0, "eps": eps, "split": split, split: summarize(result),
-        "baseline": {split: summarize(base)}, "dataset_fingerprint": resolved["dataset_fingerprint"],
-        "detector_id": resolved["detector_id"], "code_commit": resolved["code_commit"],
-        "run_dir": os.path.abspath(out_dir), "generator_checkpoint": resolved["generator_checkpoint"],
-        "checkpoint_format": info["format"], "scheduled_eps": info.get("scheduled_eps"),
-        "clean_detections": {split: clean_detections_path(evaluator, resolved["dataset_fingerprint"], split)},
-        "final_eval_seconds": time.time() - t0,
-    }
-    run.write_json(run.summary_path, summary)
-    return summary
+    return run.write_summary(
+        resolved, selected_epoch=epoch, eps=eps, metrics={split: summarize(result)},
+        baseline={split: summarize(base)}, started=t0, split=split,
+        clean_detections={split: clean_detections_path(evaluator, resolved["dataset_fingerprint"], split)},
+        generator_checkpoint=resolved["generator_checkpoint"], checkpoint_format=info["format"],
+        scheduled_eps=info.get("scheduled_eps"))

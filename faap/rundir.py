@@ -18,6 +18,7 @@ import glob
 import json
 import os
 import re
+import time
 
 import yaml
 
@@ -124,6 +125,26 @@ class RunDir:
         with open(path + ".tmp", "w") as f:
             json.dump(nan_to_none(obj), f, indent=2)
         os.replace(path + ".tmp", path)
+
+    def write_summary(self, resolved: dict, *, selected_epoch: int, eps: float, metrics: dict, baseline: dict,
+                      clean_detections: dict, started: float, select_metric: str | None = None,
+                      epochs_completed: int = 0, **extra) -> dict:
+        """Write ``summary.json``, the run's last file (its presence means the run finished); return it.
+
+        The one writer of its shape, for trained runs and judged checkpoints alike. ``metrics``,
+        ``baseline`` (the clean detector's) and ``clean_detections`` are keyed by split; the
+        provenance is copied from ``resolved`` (the recorded config); ``started`` is when the final
+        evaluation began (``final_eval_seconds``); ``extra`` holds the keys only judged checkpoints have.
+        """
+        summary = {
+            "variant": resolved["variant"], "seed": resolved["seed"], "selected_epoch": selected_epoch,
+            "select_metric": select_metric, "epochs_completed": epochs_completed, "eps": eps, **metrics,
+            "baseline": baseline, **{k: resolved[k] for k in ("dataset_fingerprint", "detector_id", "code_commit")},
+            "run_dir": os.path.abspath(self.path), **extra, "clean_detections": clean_detections,
+            "final_eval_seconds": time.time() - started,
+        }
+        self.write_json(self.summary_path, summary)
+        return summary
 
     def append_metrics(self, record: dict) -> None:
         with open(self.metrics_path, "a") as f:

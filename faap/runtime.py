@@ -1,5 +1,6 @@
 """Helpers shared by the trainer, ``faap eval``, ``faap bench``, the sweep runner, analysis and
-reports: the device, a saved run's config, and a saved run opened for reading."""
+reports: the device, the detector of a dataset, the untrained modules of a seed, a saved run's
+config, and a saved run opened for reading."""
 
 from __future__ import annotations
 
@@ -15,6 +16,30 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {name} requested but CUDA is not available")
     return torch.device(name)
+
+
+def detector_for(spec: str, groups: dict, device="cpu", aux_loss: bool = True):
+    """The frozen detector ``spec`` labelling with the categories of ``groups`` (one split's
+    ``{group: GroupSplit}``); a dataset that lists no categories keeps the detector's own names."""
+    from faap.detector import load_detector
+
+    categories = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
+    return load_detector(spec, device, categories or None, aux_loss)
+
+
+def initial_modules(cfg, hidden_dim: int, device="cpu"):
+    """(generator, variant) before training, their weights drawn from ``cfg.seed``.
+
+    The trainer builds its modules here, and whoever needs the untrained weights of a run rebuilds
+    them here: the draws depend on the order G and the variant are built in, which lives only here.
+    """
+    from faap.generator import build_generator
+    from faap.variants import get_variant
+
+    torch.manual_seed(cfg.seed)
+    generator = build_generator(cfg.channels_last, device, checkpointing=cfg.g_checkpointing)
+    variant = get_variant(cfg.variant)(cfg, hidden_dim).to(device)
+    return generator, variant
 
 
 def run_config(run_dir: str):
@@ -33,12 +58,10 @@ def open_run(run_dir: str, epoch: int | None = None, split: str = "val", device=
     """(config, checkpoint state, the split's groups, the frozen detector) of a saved run."""
     from faap import checkpoint as ckpt
     from faap.data.coco import fingerprint, load_split
-    from faap.detector import load_detector
 
     cfg, recorded = run_config(run_dir)
     state = ckpt.load(run_dir, epoch, map_location=device)
     if fingerprint(cfg.data) != recorded.get("dataset_fingerprint"):
         raise UserError(f"dataset {cfg.data} changed since the run (fingerprint differs)")
     groups = load_split(cfg.data, split)
-    categories = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
-    return cfg, state, groups, load_detector(cfg.detector, device, categories or None)
+    return cfg, state, groups, detector_for(cfg.detector, groups, device)

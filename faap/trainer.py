@@ -18,17 +18,14 @@ from faap.data.coco import SPLITS, fingerprint, load_split
 from faap.data.images import screen
 from faap.data.loader import BalancedGroupSampler, GenderDetection, make_loader
 from faap.data.transforms import build_transforms
-from faap.detector import load_detector
 from faap.engine import current_eps, train_one_epoch
 from faap.errors import UserError
 from faap.evaluate import (Evaluator, clean_baseline, clean_detections_path, nan_to_none, summarize,
                            write_detections)
-from faap.generator import build_generator
 from faap.metrics import METRICS
 from faap.rundir import RunDir
-from faap.runtime import resolve_device
+from faap.runtime import detector_for, initial_modules, resolve_device
 from faap.schedules import beta_at
-from faap.variants import get_variant
 
 
 COMPUTE_ONLY = ("device", "num_workers", "g_checkpointing")
@@ -79,11 +76,8 @@ class Run:
                                  progress and self.rank == 0)
         self.train_groups, self.val_groups, self.test_groups = (splits[s] for s in SPLITS)
         self.fingerprint = fingerprint(cfg.data)
-        categories = {c["id"]: c["name"] for c in self.val_groups["male"].coco.get("categories", [])}
-        self.detector = load_detector(cfg.detector, self.device, categories or None, cfg.aux_loss)
-        torch.manual_seed(cfg.seed)
-        self.generator = build_generator(cfg.channels_last, self.device, checkpointing=cfg.g_checkpointing)
-        self.variant = get_variant(cfg.variant)(cfg, self.detector.hidden_dim).to(self.device)
+        self.detector = detector_for(cfg.detector, self.val_groups, self.device, cfg.aux_loss)
+        self.generator, self.variant = initial_modules(cfg, self.detector.hidden_dim, self.device)
         params = list(self.generator.parameters()) + self.variant.g_parameters()
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.opt_g = opt_cls(params, lr=cfg.lr_g, weight_decay=cfg.weight_decay)
@@ -209,18 +203,12 @@ class Run:
         result, test_base = judge_split(self.out_dir, test, self.generator, state["eps"], "test", epoch, self.fingerprint,
                                         self.resolved, ckpt.path_for(self.out_dir, epoch))
         val_base = clean_baseline(self.val, self.fingerprint, "val")
-        summary = {
-            "variant": self.cfg.variant, "seed": self.cfg.seed, "selected_epoch": epoch,
-            "select_metric": self.cfg.select_metric, "epochs_completed": len(history), "eps": state["eps"],
-            "val": {k: best[k] for k in summarize(val_base)}, "test": summarize(result),
-            "baseline": {"val": summarize(val_base), "test": summarize(test_base)},
-            "dataset_fingerprint": self.fingerprint, "detector_id": self.detector.detector_id,
-            "code_commit": self.resolved["code_commit"], "run_dir": os.path.abspath(self.out_dir),
-            "clean_detections": {"val": clean_detections_path(self.val, self.fingerprint, "val"),
-                                 "test": clean_detections_path(test, self.fingerprint, "test")},
-            "final_eval_seconds": time.time() - t0,  # the one test evaluation
-        }
-        self.dir.write_json(self.dir.summary_path, summary)
+        summary = self.dir.write_summary(
+            self.resolved, selected_epoch=epoch, select_metric=self.cfg.select_metric, epochs_completed=len(history),
+            eps=state["eps"], metrics={"val": {k: best[k] for k in summarize(val_base)}, "test": summarize(result)},
+            baseline={"val": summarize(val_base), "test": summarize(test_base)}, started=t0,  # the one test evaluation
+            clean_detections={"val": clean_detections_path(self.val, self.fingerprint, "val"),
+                              "test": clean_detections_path(test, self.fingerprint, "test")})
         if self.progress:
             print(f"selected epoch {epoch} on val ({self.cfg.select_metric}); test AP gap "
                   f"{summary['test']['AP_gap']:+.4f} (clean {summary['baseline']['test']['AP_gap']:+.4f})", flush=True)

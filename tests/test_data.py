@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-from faap.data.coco import fingerprint, inspect, load_split
+from faap.data.coco import fingerprint, load_split
+from faap.data.images import inspect
 from faap.data.loader import BalancedGroupSampler, GenderDetection, collate
 from faap.data.synth import SynthConfig, generate, render
 from faap.data.transforms import build_transforms

@@ -22,7 +22,7 @@ def test_spec_and_config_ask_the_registry():
     from ablations.spec import parse_spec
     from faap.config import TrainConfig, bounds_of
 
-    assert bounds_of(TrainConfig, "select_metric")["choices"] == tuple(METRICS)
+    assert tuple(bounds_of(TrainConfig, "select_metric")["choices"]) == tuple(METRICS)
     for name, m in METRICS.items():
         spec = parse_spec({"study": "s", "variant": "infonce", "n_trials": 1, "objectives": [{"metric": name}],
                            "search_space": {"temperature": {"type": "float", "low": 0.05, "high": 0.5}}})

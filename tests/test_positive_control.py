@@ -58,7 +58,7 @@ def test_dataset_carries_its_settings(control_data):
 
 
 def test_oracle_perturbation_reduces_the_clean_gap(control_data):
-    from faap.data.synth import oracle_effect
+    from faap.oracle import oracle_effect
 
     out = oracle_effect(control_data, "demo", split="test")
     print(f"AP gap on {out['images']} test images: clean {out['clean']['AP_gap']:.3f}, oracle "

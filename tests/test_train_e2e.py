@@ -150,3 +150,20 @@ def test_infonce_skips_exactly_the_single_group_batches(tiny_data, skip):
     logs = train_one_epoch(run.loader, run.generator, run.detector, run.variant, run.opt_g, 0, run.device, False)
     assert logs["skipped_steps"] == (single if skip else 0)
     assert any(not torch.equal(a, b) for a, b in zip(before, run.generator.parameters()))
+
+
+@pytest.mark.parametrize("variant", ["adversarial", "infonce"])
+def test_initial_modules_are_the_trainers(tiny_data, variant):
+    """Whoever rebuilds a run's untrained modules (the diagnostics) gets the trainer's exact weights."""
+    from faap.runtime import initial_modules
+
+    cfg = make_config(variant, tiny_values(tiny_data, seed=7))
+    run = Run(cfg, "unused", progress=False)
+    torch.rand(100)  # whatever drew from the RNG since does not matter
+    generator, module = initial_modules(cfg, run.detector.hidden_dim)
+    for trained, rebuilt in ((run.generator, generator), (run.variant, module)):
+        ours, theirs = trained.state_dict(), rebuilt.state_dict()
+        assert ours and ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    other, _ = initial_modules(make_config(variant, tiny_values(tiny_data, seed=8)), run.detector.hidden_dim)
+    assert not all(torch.equal(v, other.state_dict()[k]) for k, v in generator.state_dict().items())

@@ -155,31 +155,3 @@ def fingerprint(root: str, splits=SPLITS) -> str:
                 h.update(hashlib.sha256(f.read()).digest())
             h.update("\n".join(sorted(im["file_name"] for im in gs.images)).encode())
     return h.hexdigest()[:16]
-
-
-def inspect(root: str, decode: bool = True, workers: int | None = None, progress: bool = True) -> dict:
-    """Counts per group and split, the fingerprint, and the problems found (never raises on data).
-
-    With ``decode`` every image is decoded (in parallel); the bad ones are listed in
-    ``bad_images`` (``{path: reason}``) and each is a problem.
-    """
-    from faap.data.images import bad_images
-
-    report = {"root": root, "splits": {}, "problems": [], "bad_images": {}}
-    for split in SPLITS:
-        try:
-            groups = load_split(root, split)
-        except DataError as e:
-            report["problems"].append(str(e))
-            continue
-        report["splits"][split] = {
-            g: {"images": len(gs.images), "boxes": len(gs.coco["annotations"])} for g, gs in groups.items()
-        }
-        if decode:
-            paths = [gs.path(im) for gs in groups.values() for im in gs.images]
-            bad = bad_images(paths, full=True, workers=workers, progress=progress, desc=f"decoding {split}")
-            report["bad_images"].update(bad)
-            report["problems"] += [f"cannot decode image {p} ({why})" for p, why in sorted(bad.items())]
-    if not report["problems"]:
-        report["fingerprint"] = fingerprint(root)
-    return report

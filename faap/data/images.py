@@ -6,6 +6,8 @@ truncated"), inside a DataLoader worker, without naming the file. So every image
 in a process pool: fully for ``inspect``; for the up-front check JPEGs are decoded in draft mode
 (DCT scaling to 1/8 still reads the whole entropy-coded stream, so truncation shows, at a
 fraction of the cost) and PNGs are verified (every chunk's CRC, up to IEND).
+
+This module reads the splits through :mod:`faap.data.coco`, which never imports it back.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from PIL import Image
 
-from faap.data.coco import GroupSplit
+from faap.data.coco import SPLITS, GroupSplit, fingerprint, load_split
 from faap.errors import DataError
 
 POOL_THRESHOLD = 64
@@ -89,3 +91,29 @@ def screen(splits: dict[str, dict[str, GroupSplit]], skip: bool, progress: bool 
             if not gs.images:
                 raise DataError(f"no decodable image left in the {g} group of split {split} ({gs.annotation_file})")
     return cleaned, skipped
+
+
+def inspect(root: str, decode: bool = True, workers: int | None = None, progress: bool = True) -> dict:
+    """Counts per group and split, the fingerprint, and the problems found (never raises on data).
+
+    With ``decode`` every image is decoded (in parallel); the bad ones are listed in
+    ``bad_images`` (``{path: reason}``) and each is a problem.
+    """
+    report = {"root": root, "splits": {}, "problems": [], "bad_images": {}}
+    for split in SPLITS:
+        try:
+            groups = load_split(root, split)
+        except DataError as e:
+            report["problems"].append(str(e))
+            continue
+        report["splits"][split] = {
+            g: {"images": len(gs.images), "boxes": len(gs.coco["annotations"])} for g, gs in groups.items()
+        }
+        if decode:
+            paths = [gs.path(im) for gs in groups.values() for im in gs.images]
+            bad = bad_images(paths, full=True, workers=workers, progress=progress, desc=f"decoding {split}")
+            report["bad_images"].update(bad)
+            report["problems"] += [f"cannot decode image {p} ({why})" for p, why in sorted(bad.items())]
+    if not report["problems"]:
+        report["fingerprint"] = fingerprint(root)
+    return report

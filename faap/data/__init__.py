@@ -1,0 +1,1 @@
+"""Data: the gender-split COCO layout, the synthetic benchmark, transforms and loaders."""
