@@ -15,7 +15,7 @@ A spec::
       lambda_infonce: {type: grid, values: [0.5, 1.0, 2.0]}   # sampler grid: every param is a grid
     sampler: tpe                        # grid, random, tpe, nsga2, auto
     objectives: [{metric: AP_gap, direction: minimize}, {metric: AP_mean, direction: maximize}]
-    constraints: [{metric: AP_mean_drop, max: 0.02}]   # feasible when metric <= max
+    constraints: [{metric: AP_mean_drop, max: 0.02}]   # feasible when metric <= max (faap.metrics.constraints)
     pruner: {type: median, n_startup_trials: 2, n_warmup_steps: 1}   # median, hyperband, wilcoxon, none
     n_trials: 20
     seeds: [42, 43, 44]                 # each trial's value is the mean over its seeds
@@ -33,13 +33,12 @@ import yaml
 
 from faap.config import read_config_file
 from faap.errors import UserError, did_you_mean
-from faap.metrics import MAXIMIZE, METRICS, MINIMIZE
+from faap.metrics import MAXIMIZE, METRICS, MINIMIZE, constraints as constraint_metrics
 from faap.variants import VARIANTS, config_class, make_config
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2", "auto")
 PRUNERS = ("median", "hyperband", "wilcoxon", "none")
 PARAM_TYPES = ("float", "int", "categorical", "grid")
-CONSTRAINT_METRICS = ("AP_mean_drop", "AP_female_drop", "AP_male_drop")
 KEYS = ("study", "variant", "data", "detector", "base_config", "fixed", "search_space", "sampler", "objectives",
         "constraints", "pruner", "n_trials", "seeds", "baselines", "description")
 
@@ -194,7 +193,7 @@ def _check_config_and_space(raw, source: str, variant: str) -> tuple[dict, dict,
 
 
 def _check_objectives(raw, source: str) -> tuple[list, list]:
-    """One or two objectives (directions from the metric registry) and the constraints."""
+    """One or two objectives (directions from the metric registry) and the constraints (its flagged metrics)."""
     objectives = raw["objectives"]
     if not isinstance(objectives, list) or not 1 <= len(objectives) <= 2:
         _fail(source, "objectives must be a list of one or two {metric, direction}")
@@ -205,10 +204,10 @@ def _check_objectives(raw, source: str) -> tuple[list, list]:
         o.setdefault("direction", METRICS[o["metric"]].direction)
         if o["direction"] not in (MINIMIZE, MAXIMIZE):
             _fail(source, f"objective direction must be minimize or maximize (got {o['direction']!r})")
-    constraints = raw.get("constraints") or []
+    constraints, allowed = raw.get("constraints") or [], constraint_metrics()
     for c in constraints:
-        if not isinstance(c, dict) or c.get("metric") not in CONSTRAINT_METRICS or not isinstance(c.get("max"), (int, float)):
-            _fail(source, f"a constraint is {{metric: one of {', '.join(CONSTRAINT_METRICS)}, max: number}}")
+        if not isinstance(c, dict) or c.get("metric") not in allowed or not isinstance(c.get("max"), (int, float)):
+            _fail(source, f"a constraint is {{metric: one of {', '.join(allowed)}, max: number}}")
     return objectives, constraints
 
 

@@ -139,7 +139,7 @@ class TrainConfig:
     """DETR's random-size crop branch in training."""
     num_workers: int = bounded(0, ge=0)
     """DataLoader worker processes."""
-    select_metric: str = bounded("abs_AP_gap", choices=tuple(METRICS))
+    select_metric: str = bounded("abs_AP_gap", choices=METRICS.keys())  # a live view: a metric added later counts
     """Validation metric that picks the epoch tested (gaps minimised, APs maximised; see faap.metrics)."""
     keep_checkpoints: str = bounded("all", choices=("all", "last"))
     """'all' epochs' checkpoints, or 'last' and the best so far only."""

@@ -17,14 +17,7 @@ from faap.data.coco import GroupSplit
 from faap.data.loader import GenderDetection, make_loader
 from faap.data.transforms import build_transforms
 from faap.generator import perturb
-
-STAT_NAMES = (
-    "AP@[0.50:0.95]_all_100", "AP@[0.50]_all_100", "AP@[0.75]_all_100", "AP@[0.50:0.95]_small_100",
-    "AP@[0.50:0.95]_medium_100", "AP@[0.50:0.95]_large_100", "AR@[0.50:0.95]_all_1", "AR@[0.50:0.95]_all_10",
-    "AR@[0.50:0.95]_all_100", "AR@[0.50:0.95]_small_100", "AR@[0.50:0.95]_medium_100",
-    "AR@[0.50:0.95]_large_100",
-)
-"""The 12 COCOeval stats, named as the original codebase's eval JSON (index = stats[i])."""
+from faap.metrics import METRICS, STAT_NAMES  # STAT_NAMES: what a metric reads; kept importable here
 
 
 def coco_stats(gt: dict, detections: list[dict], image_ids: list[int] | None = None,
@@ -53,15 +46,8 @@ def coco_stats(gt: dict, detections: list[dict], image_ids: list[int] | None = N
 
 
 def summarize(result: dict) -> dict[str, float]:
-    """Flat metrics from ``{"male": stats, "female": stats}``: AP/AR per group, gaps (male - female)."""
-    m, f = result["male"], result["female"]
-    out = {"AP_male": m[STAT_NAMES[0]], "AP_female": f[STAT_NAMES[0]],
-           "AR_male": m[STAT_NAMES[8]], "AR_female": f[STAT_NAMES[8]]}
-    out["AP_gap"] = out["AP_male"] - out["AP_female"]
-    out["AR_gap"] = out["AR_male"] - out["AR_female"]
-    out["AP_mean"] = (out["AP_male"] + out["AP_female"]) / 2
-    out["abs_AP_gap"] = abs(out["AP_gap"])
-    return out
+    """Every registered metric (:data:`faap.metrics.METRICS`) of ``{"male": stats, "female": stats}``."""
+    return {name: m.compute(result) for name, m in METRICS.items()}
 
 
 class Evaluator:

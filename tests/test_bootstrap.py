@@ -73,6 +73,20 @@ def test_paired_bootstrap_of_identical_conditions_is_zero():
                                          - coco_stats(fem_gt, fem_dets)[STAT_NAMES[0]], abs=1e-12)
 
 
+def test_bootstrapped_metrics_are_the_registry_formulas():
+    from analysis.bootstrap import COMPARED, REPORTED
+    from faap.evaluate import summarize
+
+    male_gt, male_dets = _random_case(5, 30)
+    fem_gt, fem_dets = _random_case(6, 30)
+    out = bootstrap_gap({"clean": [match_table(male_gt, male_dets)]}, {"clean": [match_table(fem_gt, fem_dets)]},
+                        replicates=20)
+    expected = summarize({"male": coco_stats(male_gt, male_dets), "female": coco_stats(fem_gt, fem_dets)})
+    assert set(COMPARED) <= set(REPORTED) <= set(expected)  # registry metrics, by name
+    for name in REPORTED:
+        assert out["conditions"]["clean"][name]["value"] == pytest.approx(expected[name], abs=1e-9), name
+
+
 def test_holm():
     from analysis.bootstrap import holm
 

@@ -48,6 +48,8 @@ BASE = {"study": "s", "variant": "infonce", "search_space": {"temperature": {"ty
     ({"fixed": {"epochs": 0}}, "fixed: epochs must be > 0"),
     ({"seeds": [1, 1]}, "seeds must be a non-empty list of distinct ints"),
     ({"n_trail": 3}, "unknown key 'n_trail' (did you mean 'n_trials'?)"),
+    ({"constraints": [{"metric": "AP_gap_drop", "max": 0.1}]},  # a gap is minimised: it has no drop to bound
+     "a constraint is {metric: one of AP_mean_drop, AP_female_drop, AP_male_drop, max: number}"),
 ])
 def test_bad_specs(change, message):
     with pytest.raises(SpecError) as e:
@@ -61,6 +63,14 @@ def test_auto_sampler_and_grid_expansion():
     assert grid.sampler == "grid" and len(grid.grid()) == 4
     assert parse_spec({**BASE, "objectives": [{"metric": "AP_gap"}, {"metric": "AP_mean"}]}).sampler == "nsga2"
     assert parse_spec(BASE).sampler == "tpe"
+
+
+def test_constraints_come_from_the_metric_registry():
+    from faap.metrics import constraints
+
+    for name in constraints():
+        assert parse_spec({**BASE, "constraints": [{"metric": name, "max": 0.02}]}).constraints == [
+            {"metric": name, "max": 0.02}]
 
 
 def test_cli_bad_spec_writes_nothing(tmp_path):
