@@ -23,7 +23,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.plan import components
+from faap.metrics import AP, AR, METRICS
+
 REC_THRS = np.linspace(0.0, 1.00, 101)
+REPORTED = ("AP_male", "AP_female", "AP_gap", "AR_male", "AR_female", "AR_gap")
+"""Registry metrics each condition gets an interval of, by the registry's formulas. The bootstrap's own
+choice, not a copy of the registry: its maths reproduces COCO's AP@[.50:.95] and AR@100 only
+(``faap.metrics.AP``/``AR``), so a metric reading any other stat cannot be bootstrapped here."""
+COMPARED = ("AP_gap", "AR_gap")
+"""Registry metrics (among REPORTED) whose paired differences between conditions are bootstrapped."""
 
 
 @dataclass
@@ -257,35 +266,40 @@ def bootstrap_gap(male: dict, female: dict, replicates: int = 1000, seed: int = 
     for group, tables in (("male", male), ("female", female)):
         n_images[group] = _same_images(tables, group).n_images
         runs[group] = _run_draws(tables, resample_weights(n_images[group], replicates, rng))
-    values = {}  # (cond, group) -> (AP draws, AR draws, AP point, AR point), seeds and images resampled
-    for cond in male:
-        m, f = runs["male"][cond], runs["female"][cond]
-        k = seed_scale(m[0] - f[0], m[2] - f[2], seed_w[cond], level) if seeds else 0.0  # one scale per condition: its AP gap's
-        for group, (ap, ar, ap_pt, ar_pt) in (("male", m), ("female", f)):
-            values[(cond, group)] = (hierarchical(ap, seed_w[cond], k), hierarchical(ar, seed_w[cond], k),
-                                     float(ap_pt.mean()), float(ar_pt.mean()))
+    values = {c: _resampled(runs["male"][c], runs["female"][c], seed_w[c], level, seeds) for c in male}
     out = {"replicates": replicates, "level": level, "seeds_resampled": seeds, "images": n_images,
            "conditions": {}, "differences": {}}
     samples = {}
-    for cond in male:
-        entry = {"runs": len(male[cond])}
-        for k, name in ((0, "AP"), (1, "AR")):
-            m, f = values[(cond, "male")], values[(cond, "female")]
-            entry[f"{name}_male"] = {"value": m[2 + k], "ci": percentile_ci(m[k], level)}
-            entry[f"{name}_female"] = {"value": f[2 + k], "ci": percentile_ci(f[k], level)}
-            entry[f"{name}_gap"] = {"value": m[2 + k] - f[2 + k], "ci": percentile_ci(m[k] - f[k], level)}
-            samples[(cond, f"{name}_gap")] = m[k] - f[k]
-        out["conditions"][cond] = entry
+    for cond, (draws, points) in values.items():
+        out["conditions"][cond] = {"runs": len(male[cond])}
+        for name in REPORTED:
+            compute = METRICS[name].compute
+            samples[(cond, name)] = compute(draws)
+            out["conditions"][cond][name] = {"value": compute(points), "ci": percentile_ci(samples[(cond, name)], level)}
+    gaps = {c: (runs["male"][c][0] - runs["female"][c][0], runs["male"][c][2] - runs["female"][c][2]) for c in male}
     for a in male:
         for b in male:
             if a != b:
-                out["differences"][f"{a} - {b}"] = _difference(out, samples, a, b, level)
+                d = out["differences"][f"{a} - {b}"] = _difference(out, samples, a, b, level)
+                d["AP_gap"]["components"] = components(*gaps[a], *gaps[b], sum(n_images.values())).to_dict()
     return out
+
+
+def _resampled(m: tuple, f: tuple, seed_w: np.ndarray, level: float, seeds: bool) -> tuple[dict, dict]:
+    """One condition's ({group: {stat: R draws}}, {group: {stat: point}}) from its runs' ``_run_draws``.
+
+    Seeds are drawn with one scale per condition, its AP gap's (:func:`seed_scale`).
+    """
+    k = seed_scale(m[0] - f[0], m[2] - f[2], seed_w, level) if seeds else 0.0
+    groups = (("male", m), ("female", f))
+    draws = {g: {AP: hierarchical(ap, seed_w, k), AR: hierarchical(ar, seed_w, k)} for g, (ap, ar, _, _) in groups}
+    points = {g: {AP: float(ap_pt.mean()), AR: float(ar_pt.mean())} for g, (_, _, ap_pt, ar_pt) in groups}
+    return draws, points
 
 
 def _difference(out: dict, samples: dict, a: str, b: str, level: float) -> dict:
     d = {}
-    for name in ("AP_gap", "AR_gap"):
+    for name in COMPARED:
         diff = samples[(a, name)] - samples[(b, name)]
         point = out["conditions"][a][name]["value"] - out["conditions"][b][name]["value"]
         lo, hi = percentile_ci(diff, level)

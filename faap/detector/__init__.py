@@ -1,5 +1,8 @@
 """``load_detector(spec, device)``: a frozen DETR-family detector from a spec string.
 
+Its ``detector_id`` carries a digest of the weights it loaded, so cached clean baselines and
+recorded runs tell two weight sets apart whatever path they came from.
+
 ``spec`` is ``demo`` (the bundled demo detector), a local transformers directory or hub
 id (``facebook/detr-resnet-50``, ``microsoft/conditional-detr-resnet-50``), or a path to an
 original facebookresearch DETR ``.pth`` checkpoint.
@@ -13,7 +16,7 @@ import re
 import torch
 
 from faap.detector.demo import DEMO_DIR
-from faap.detector.wrapper import DetectorOutput, FrozenDetector
+from faap.detector.wrapper import DetectorOutput, FrozenDetector, check_finite
 from faap.errors import UserError
 
 __all__ = ["load_detector", "FrozenDetector", "DetectorOutput", "DEMO_DIR"]
@@ -53,4 +56,6 @@ def load_detector(spec: str, device: str | torch.device = "cpu", category_names:
         raise UserError(f"detector not found: {spec} (give 'demo', a model folder, a hub id or a DETR .pth file)")
     if not hasattr(model.config, "num_queries"):
         raise UserError(f"detector '{spec}' is a {model.config.model_type} model, not a DETR-family detector")
-    return FrozenDetector(model, spec, category_names, aux_loss).to(device)
+    detector = FrozenDetector(model, spec, category_names, aux_loss).to(device)
+    check_finite(detector)  # before anything is written
+    return detector

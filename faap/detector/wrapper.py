@@ -21,6 +21,7 @@ checkpoint's config has it: the bundled demo detector was trained with it on.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +88,40 @@ ORIGINAL_FORWARD_OFF = {"detr"}
 """Families whose library forward is the original's only with ``auxiliary_loss`` off (see top)."""
 
 
+def weights_digest(model: nn.Module) -> str:
+    """A digest of every parameter and buffer the model holds (names, dtypes, shapes and bytes).
+
+    Trap: a path names a file, not its contents. Replacing the weights behind the same path (or two
+    checkpoints with the same relative path) must give two ids, or a cached clean baseline and the
+    mismatch checks of ``faap report --runs`` would treat two weight sets as one detector.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def check_finite(detector: "FrozenDetector") -> None:
+    """One line naming the detector when its weights, or its outputs on a probe image, are not finite
+    (NaN scores otherwise end deep in the COCO evaluator, after the run folder is written)."""
+    bad = next((n for n, p in detector.model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise UserError(f"detector '{detector.spec}' has non-finite weights (first: {bad})")
+    p = next(detector.model.parameters())
+    with torch.no_grad():
+        out = detector(torch.zeros(1, 3, 64, 64, device=p.device), torch.ones(1, 64, 64, dtype=torch.long,
+                                                                               device=p.device))
+    _check_outputs(detector.spec, out, "a probe image")
+
+
+def _check_outputs(spec: str, out: "DetectorOutput", where: str) -> None:
+    for what, t in (("scores", out.logits), ("boxes", out.boxes)):
+        if not torch.isfinite(t).all():
+            raise UserError(f"detector '{spec}' gives non-finite {what} on {where}")
+
+
 class FrozenDetector(nn.Module):
     """Eval-mode, gradient-free-parameters wrapper; gradients still reach the input pixels."""
 
@@ -99,6 +134,7 @@ class FrozenDetector(nn.Module):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.spec = spec
+        self.weights = weights_digest(model)
         cfg = model.config
         if cfg.model_type not in HEADS:
             raise UserError(f"detector family '{cfg.model_type}' is not supported (DETR and Conditional DETR are)")
@@ -142,7 +178,7 @@ class FrozenDetector(nn.Module):
         cfg = self.model.config
         # The original-decoder forward changed DETR outputs: a new id keeps old cached baselines out.
         forward = "|decoder=original" if cfg.model_type in ORIGINAL_FORWARD_OFF else ""
-        return f"{self.spec}|{cfg.model_type}|q{cfg.num_queries}|d{cfg.d_model}{forward}"
+        return f"{self.spec}|{cfg.model_type}|q{cfg.num_queries}|d{cfg.d_model}{forward}|w{self.weights}"
 
     @property
     def hidden_dim(self) -> int:
@@ -210,6 +246,7 @@ class FrozenDetector(nn.Module):
     @torch.no_grad()
     def detections(self, out: DetectorOutput, targets: list[dict], max_dets: int = 100) -> list[dict]:
         """COCO result dicts in original image pixels (categories the dataset knows only)."""
+        _check_outputs(self.spec, out, f"image {targets[0]['image_id'] if targets else '?'}'s batch")
         probs = self.class_probs(out.logits.float())
         B, Q, C = probs.shape
         if self.focal:  # top-k over queries x classes, as the library's post-processing
