@@ -11,57 +11,27 @@ variants declare (``Variant.hypotheses``; the rules and verdicts live with each 
 - how far the perturbation moves each group's features (relative L2 change);
 - whatever the run's variant measures on its own modules (``Variant.feature_measurements``).
 
-:func:`loss_vs_gap_points` and :func:`rank_correlation` relate a loss term's drop to the AP-gap
-change across runs and epochs (from ``metrics.jsonl``).
+The measurements themselves are :mod:`faap.measures` (variants use them too).
+:func:`loss_vs_gap_points` relates a loss term's drop to the AP-gap change across runs and epochs
+(from ``metrics.jsonl``), for ``faap.measures.rank_correlation``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from faap.augment import color_augment
 from faap.data.loader import GenderDetection, collate
 from faap.data.transforms import build_transforms
-from faap.generator import PerturbationGenerator, build_generator, perturb
+from faap.generator import perturb
+from faap.measures import cosine_summary, effective_rank
 from faap.variants import get_variant
-
-
-def _mean_offdiag(sim: torch.Tensor) -> float:
-    n = sim.shape[0]
-    return float((sim.sum() - sim.diagonal().sum()) / max(1, n * n - n))
-
-
-def cosine_summary(a: torch.Tensor, b: torch.Tensor, va: torch.Tensor, vb: torch.Tensor) -> dict:
-    """Mean cosine similarity: two views of one image, same group (a, b separately), across groups."""
-    a, b, va, vb = (F.normalize(t, dim=-1) for t in (a, b, va, vb))
-    return {"two_views": float(torch.cat([(a * va).sum(-1), (b * vb).sum(-1)]).mean()),
-            "same_group": (_mean_offdiag(a @ a.T) + _mean_offdiag(b @ b.T)) / 2,
-            "cross_group": float((a @ b.T).mean())}
-
-
-def effective_rank(x: torch.Tensor) -> float:
-    s = torch.linalg.svdvals(x - x.mean(0, keepdim=True))
-    p = s / s.sum().clamp_min(1e-12)
-    return float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
-
-
-def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
-    """log E exp(-t ||z_i - z_j||^2) over distinct pairs (Wang & Isola); lower = more uniform."""
-    d = torch.pdist(F.normalize(z, dim=-1)).pow(2)
-    return float(torch.log(torch.exp(-t * d).mean()))
-
-
-def alignment(z_f: torch.Tensor, z_m: torch.Tensor) -> float:
-    """Mean squared distance between every cross-group (female, male) projection pair."""
-    z_f, z_m = F.normalize(z_f, dim=-1), F.normalize(z_m, dim=-1)
-    return float(torch.cdist(z_f, z_m).pow(2).mean())
 
 
 @torch.no_grad()
 def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 64, device: str = "cpu") -> dict:
-    from faap.runtime import open_run
+    from faap.runtime import initial_modules, open_run
 
     cfg, state, groups, detector = open_run(run_dir, epoch, "val", device)
     tf = build_transforms(False, cfg.train_scales, cfg.max_size, cfg.eval_size)
@@ -69,12 +39,11 @@ def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 
     for name, gs in groups.items():
         ds = GenderDetection({name: gs}, tf, detector.category_to_label)
         batches[name] = collate([ds[i] for i in range(min(n_images, len(ds)))])
-    # The untrained modules, rebuilt exactly as the trainer built them from the seed.
-    torch.manual_seed(cfg.seed)
-    PerturbationGenerator()
-    variant_init = get_variant(cfg.variant)(cfg, detector.hidden_dim)
-    generator = build_generator(cfg.channels_last, device, state["generator"]).eval()
-    variant = get_variant(cfg.variant)(cfg, detector.hidden_dim)
+    # The untrained modules, rebuilt as the trainer built them from the seed; G then gets its trained weights.
+    generator, variant_init = initial_modules(cfg, detector.hidden_dim, device)
+    generator.load_state_dict(state["generator"])
+    generator.eval()
+    variant = get_variant(cfg.variant)(cfg, detector.hidden_dim).to(device)
     variant.load_state_dict(state["variant"])
     torch.manual_seed(0)
     feats = {}
@@ -106,7 +75,7 @@ def loss_vs_gap_points(epochs_frame, loss: str, clean_gap: float) -> np.ndarray:
     """(drop of ``loss`` since epoch 0, AP-gap change vs clean, run code) per (run, epoch >= 1).
 
     The third column numbers the runs (0, 1, ...): a run's epochs are not independent points, and
-    :func:`rank_correlation` resamples whole runs."""
+    :func:`faap.measures.rank_correlation` resamples whole runs."""
     df = epochs_frame[epochs_frame["metric"].isin([loss, "AP_gap"])]
     wide = df.pivot_table(index=["run", "epoch"], columns="metric", values="value").reset_index()
     if loss not in wide:
@@ -119,30 +88,3 @@ def loss_vs_gap_points(epochs_frame, loss: str, clean_gap: float) -> np.ndarray:
     wide["run_code"] = wide["run"].astype("category").cat.codes
     return wide[["drop", "gap_change", "run_code"]].to_numpy(dtype=float)
 
-
-MIN_CORRELATION_RUNS = 4
-"""Fewer runs than this give no interval: resampling 2-3 runs cannot say how the correlation varies."""
-
-
-def rank_correlation(points: np.ndarray, replicates: int = 2000, seed: int = 0) -> dict:
-    """Spearman correlation of the first two columns with a 95% bootstrap interval:
-    ``{n, runs, rho, ci}`` (no ``rho`` below 6 points or :data:`MIN_CORRELATION_RUNS` runs).
-
-    With a third column (run codes, :func:`loss_vs_gap_points`) the bootstrap resamples runs,
-    each with all its points (a cluster bootstrap); without one, points."""
-    from scipy.stats import spearmanr
-
-    clusters = points[:, 2] if points.shape[1] > 2 else np.arange(len(points))
-    members = [np.flatnonzero(clusters == c) for c in np.unique(clusters)]
-    n, runs = len(points), len(members)
-    if n < 6 or runs < MIN_CORRELATION_RUNS:
-        return {"n": n, "runs": runs}
-    rho = float(spearmanr(points[:, 0], points[:, 1]).statistic)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(replicates):
-        idx = np.concatenate([members[i] for i in rng.integers(0, runs, runs)])
-        if np.ptp(points[idx, 0]) > 0 and np.ptp(points[idx, 1]) > 0:
-            boots.append(spearmanr(points[idx, 0], points[idx, 1]).statistic)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"n": n, "runs": runs, "rho": rho, "ci": (float(lo), float(hi))}

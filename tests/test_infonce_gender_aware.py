@@ -7,7 +7,6 @@ import math
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -16,7 +15,9 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
+from analysis.evidence import StudyEvidence
 from conftest import tiny_values
+from faap.evidence import Best
 from faap.detector import DetectorOutput
 from faap.engine import forward, generator_update, perturb_groups
 from faap.generator import perturb
@@ -281,7 +282,8 @@ def test_end_to_end_logs_its_terms(tiny_run):
 
 
 def _ctx(rows):
-    return SimpleNamespace(data=SimpleNamespace(epochs=pd.DataFrame(rows)))
+    """The study's evidence holding only per-epoch records (all these judges read)."""
+    return StudyEvidence(pd.DataFrame(rows), Best("trial 0", {}, ()))
 
 
 def test_hypotheses_judged_on_the_run(tiny_run):

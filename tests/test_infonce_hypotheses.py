@@ -1,10 +1,12 @@
-"""InfoNCE's H2 (objective not tied to the goal): its points, the run-resampling interval and the rule."""
+"""InfoNCE's hypotheses: H2's points, the run-resampling interval and the rule; the judges on evidence."""
 
 import numpy as np
 import pandas as pd
 
-from analysis.diagnostics import loss_vs_gap_points, rank_correlation
-from faap.variants.infonce import H2_WEAK_TIE, h2_verdict
+from analysis.diagnostics import loss_vs_gap_points
+from faap.evidence import Best
+from faap.measures import rank_correlation
+from faap.variants.infonce import H2_WEAK_TIE, HYPOTHESES, h1_verdict, h2_verdict, h3_verdict
 
 
 def _frame(rows):
@@ -53,3 +55,38 @@ def test_h2_rule_reads_wide_intervals_as_inconclusive():
     assert lo < H2_WEAK_TIE and hi > 0 and wide[0] == "inconclusive" and "admits a tie" in wide[1]
     few = h2_verdict(_runs(3, -2.0), 500)
     assert few[0] == "inconclusive" and few[1].startswith("only 9 (run, epoch) points from 3 runs")
+
+
+class _Evidence:
+    """The members InfoNCE's judges read: the best trial, its run's features, the loss/gap points."""
+
+    best = Best("trial 1", {"temperature": 0.1}, ("/runs/trial_1/seed_42",))
+
+    def __init__(self, features, points):
+        self._features, self._points = features, points
+
+    def features(self):
+        return self._features
+
+    def loss_vs_gap_points(self, loss):
+        assert loss == "loss_infonce"
+        return self._points
+
+
+def test_judges_read_the_evidence_and_describe_their_figures():
+    sims = lambda views, same, cross: {"two_views": views, "same_group": same, "cross_group": cross}  # noqa: E731
+    features = {"n_images": {"female": 5, "male": 7}, "h1_features_before": sims(0.9, 0.6, 0.55),
+                "h1_features_after": sims(0.8, 0.5, 0.5),
+                "h3": {"effective_rank_before": 20.0, "effective_rank_after": 15.0, "feature_dim": 64,
+                       "dim_variance_before": 0.1, "dim_variance_after": 0.08}}
+    points = _runs(12, -2.0)
+    h1, h2, h3 = (h.judge(_Evidence(features, points)) for h in HYPOTHESES)
+    assert (h1.verdict, h1.text) == h1_verdict(features)
+    assert h1.where == "5 female and 7 male validation images, run trial 1 seed_42"
+    assert h1.figure.kind == "bars" and h1.figure.name == "h1_similarity.png"
+    assert h1.figure.data == {"before": {"two views": 0.9, "same group": 0.6, "cross group": 0.55},
+                              "after": {"two views": 0.8, "same group": 0.5, "cross group": 0.5}}
+    assert (h2.verdict, h2.text, h2.stats) == h2_verdict(points)
+    assert h2.figure.kind == "scatter" and h2.figure.data is points and h2.figure.name == "h2_loss_vs_gap.png"
+    assert h2.figure.xlabel == "InfoNCE loss drop since epoch 0"
+    assert (h3.verdict, h3.text) == h3_verdict(features) and h3.verdict == "supported" and h3.figure is None

@@ -11,6 +11,7 @@ import torch
 
 from conftest import tiny_values
 from faap.errors import ConfigError
+from faap.evidence import Best, Difference, Estimate
 from faap.losses import multi_kernel_mmd, pool_queries
 from faap.variants import make_config
 from faap.variants.base import StepState
@@ -122,7 +123,7 @@ def test_cli_bad_value_one_line_exit_2(tiny_data, tmp_path, setting, message):
 
 
 def test_hypothesis_rules():
-    change = lambda value, lo, hi: {"value": value, "ci": (lo, hi)}  # noqa: E731
+    change = lambda value, lo, hi: Difference(value, (lo, hi), (hi - lo) / 2, 0.5, (2, 1))  # noqa: E731
     assert h1_verdict(1.0, 0.9, change(0.02, 0.01, 0.03), 0.1)[0] == "inconclusive"  # MMD fell 10%: not aligned
     verdict, stats = h1_verdict(1.0, 0.5, change(0.002, -0.005, 0.01), 0.1)  # rules out a shrink of 0.01
     assert verdict == "supported" and stats["mmd_drop"] == pytest.approx(0.5)
@@ -154,16 +155,28 @@ def test_tiny_run_logs_mmd_and_is_judged(tiny_data, tmp_path):
                                                  + 2.0 * record["loss_mmd"], rel=1e-5)
 
     diag = feature_diagnostics(out, n_images=6)
-    test = {"differences": {"trial0 - clean": {"AP_gap": {"value": 0.01, "ci": (-0.02, 0.04)}}},
-            "conditions": {"clean": {"AP_gap": {"value": 0.3}}}}  # the report's test numbers (bootstrap_gap)
-    ctx = SimpleNamespace(diagnostics=lambda: diag, best=SimpleNamespace(name="trial0"), report={"splits": {"test": test}})
+    change = Difference(0.01, (-0.02, 0.04), 0.03, 0.5, (1, 1))
+
+    class Evidence:  # the two comparisons H1 asks for, and the run's features
+        best = Best("trial0", {}, (out,))
+
+        def features(self):
+            return diag
+
+        def difference(self, split, a, b, metric="AP_gap"):
+            assert (split, a, b, metric) == ("test", "trial0", "clean", "AP_gap")
+            return change
+
+        def condition(self, split, name, metric="AP_gap"):
+            assert (split, name, metric) == ("test", "clean", "AP_gap")
+            return Estimate(0.3, (0.25, 0.35))
+
     assert diag["mmd"]["before"] > 0 and diag["mmd"]["after"] > 0
-    h1, h2 = (h.judge(ctx) for h in MMD.hypotheses)
+    h1, h2 = (h.judge(Evidence()) for h in MMD.hypotheses)
     assert {h1.verdict, h2.verdict} <= VERDICTS
     assert h1.stats["mmd_drop"] == pytest.approx(1 - diag["mmd"]["after"] / diag["mmd"]["before"])
     assert h1.stats["gap_change_ci"] == [-0.02, 0.04] and h1.stats["clean_test_AP_gap"] == 0.3
-    assert h1.verdict == h1_verdict(diag["mmd"]["before"], diag["mmd"]["after"],
-                                    test["differences"]["trial0 - clean"]["AP_gap"], 0.3)[0]
+    assert h1.verdict == h1_verdict(diag["mmd"]["before"], diag["mmd"]["after"], change, 0.3)[0]
     assert "95% CI [-0.020, +0.040]" in h1.text
     assert h2.stats["male_to_female"] == pytest.approx(diag["feature_shift"]["male"] / diag["feature_shift"]["female"])
     assert h2.stats["shift_female"] > 0 and h2.verdict == h2_verdict(**{f"shift_{g}": v for g, v in

@@ -5,7 +5,6 @@ import math
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -13,7 +12,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from analysis.evidence import StudyEvidence
 from conftest import tiny_values
+from faap.evidence import Best
 from faap.losses import one_way_wasserstein, percentile_split, score_contrastive
 from faap.variants import VARIANTS, make_config
 
@@ -231,7 +232,8 @@ def test_bad_value_stops_with_one_line(tiny_data, tmp_path):
 
 
 def _ctx(rows):
-    return SimpleNamespace(data=SimpleNamespace(epochs=pd.DataFrame(rows)))
+    """The study's evidence holding only per-epoch records (all these judges read)."""
+    return StudyEvidence(pd.DataFrame(rows), Best("trial 0", {}, ()))
 
 
 def test_tiny_run_logs_its_terms_and_is_judged(tiny_data, tmp_path):

@@ -16,6 +16,7 @@ from torch import nn
 
 from faap.config import TrainConfig
 from faap.detector import DetectorOutput
+from faap.evidence import Evidence, Figure
 from faap.schedules import beta_at
 
 
@@ -51,8 +52,8 @@ class Finding:
     """The measured numbers, in words (report.md and report.json)."""
     stats: dict = field(default_factory=dict)
     """Further numbers for report.json."""
-    figure: str = ""
-    """A figure shown under the verdict (path relative to the report folder), or none."""
+    figure: Figure | None = None
+    """A figure to show under the verdict, described (the report draws it), or none."""
     where: str = ""
     """What was measured on (images, run), stated after the rule."""
 
@@ -67,10 +68,10 @@ class Hypothesis:
     title: str
     rule: str
     """When the hypothesis counts as supported, stated next to the verdict."""
-    judge: Callable[..., Finding]
-    """(report context) -> Finding; the context offers ``diagnostics()`` (features of the best trial's
-    selected checkpoint, :func:`analysis.diagnostics.feature_diagnostics`), ``data`` (the study's frames and
-    run folders), ``best``, ``out_dir`` and ``n_images``."""
+    judge: Callable[[Evidence], Finding]
+    """(evidence) -> Finding: reads only what :class:`faap.evidence.Evidence` offers (comparisons with
+    intervals, the clean detector, the best trial's features, per-epoch records) and returns its figure
+    described (:class:`faap.evidence.Figure`), never drawn."""
 
 
 REGISTRY: dict[str, type["Variant"]] = {}
@@ -93,7 +94,8 @@ class Variant(nn.Module, abc.ABC):
     hypotheses: tuple[Hypothesis, ...] = ()
     """Failure hypotheses the study report measures (none: the report says so)."""
     report_sections: tuple = ()
-    """Extra study-report sections, each ``(ctx) -> markdown lines`` (numbers into ``ctx.report``)."""
+    """Extra study-report sections, each ``(ctx) -> (markdown lines, {report.json key: numbers})``; a section
+    never writes into ``ctx`` (see ``reports.common``)."""
     whole_batch = False
     """G and the set loss run once over the whole batch (the single-pass originals), not once per group."""
     image_scores = False

@@ -10,8 +10,10 @@ import torch
 
 from faap.augment import STRENGTHS, color_augment
 from faap.config import TrainConfig, bounded
+from faap.evidence import Evidence, Figure
 from faap.heads import ProjectionHead
 from faap.losses import cross_gender_infonce
+from faap.measures import alignment, cosine_summary, rank_correlation, uniformity
 from faap.variants.base import Finding, Hypothesis, StepState, Variant
 
 
@@ -87,8 +89,6 @@ def h2_verdict(points, replicates: int = 2000, seed: int = 0) -> tuple[str, str,
     """Not supported when the interval lies below zero (the loss's drop goes with a smaller gap);
     supported only when it also rules out any tie stronger than :data:`H2_WEAK_TIE`; otherwise,
     a wide interval, inconclusive."""
-    from analysis.diagnostics import rank_correlation
-
     stats = rank_correlation(points, replicates, seed)
     if "rho" not in stats:
         return "inconclusive", f"only {stats['n']} (run, epoch) points from {stats['runs']} runs", stats
@@ -103,33 +103,28 @@ def h2_verdict(points, replicates: int = 2000, seed: int = 0) -> tuple[str, str,
     return "inconclusive", text + f" - the interval admits a tie stronger than {H2_WEAK_TIE:+.1f}", stats
 
 
-def _judge_h1(ctx) -> Finding:
-    from reports import figures
-
-    diag = ctx.diagnostics()
+def _judge_h1(evidence: Evidence) -> Finding:
+    diag = evidence.features()
     verdict, text = h1_verdict(diag)
     sims = {k: diag[f"h1_features_{k}"] for k in ("before", "after")}
-    fig = figures.bars({k: {"two views": v["two_views"], "same group": v["same_group"], "cross group": v["cross_group"]}
-                        for k, v in sims.items()}, "mean cosine similarity", ctx.out_dir, "h1_similarity.png")
+    fig = Figure("bars", {k: {"two views": v["two_views"], "same group": v["same_group"],
+                              "cross group": v["cross_group"]} for k, v in sims.items()},
+                 "h1_similarity.png", "mean cosine similarity")
+    best = evidence.best
     where = (f"{diag['n_images']['female']} female and {diag['n_images']['male']} male validation images, run "
-             f"{ctx.best.name} {os.path.basename(ctx.best.runs[0])}")
+             f"{best.name} {os.path.basename(best.runs[0])}")
     return Finding(verdict, text, figure=fig, where=where)
 
 
-def _judge_h2(ctx) -> Finding:
-    from analysis.diagnostics import loss_vs_gap_points
-    from reports import figures
-
-    epochs, clean_val_gap = ctx.data.epochs, ctx.data.clean.get("val", {}).get("AP_gap")
-    pts = loss_vs_gap_points(epochs[epochs["condition"].str.startswith("trial")], "loss_infonce", clean_val_gap or 0.0)
+def _judge_h2(evidence: Evidence) -> Finding:
+    pts = evidence.loss_vs_gap_points("loss_infonce")
     verdict, text, stats = h2_verdict(pts)
-    fig = figures.scatter(pts, "InfoNCE loss drop since epoch 0", "val AP gap minus clean", ctx.out_dir,
-                          "h2_loss_vs_gap.png")
+    fig = Figure("scatter", pts, "h2_loss_vs_gap.png", "val AP gap minus clean", "InfoNCE loss drop since epoch 0")
     return Finding(verdict, text, stats, fig)
 
 
-def _judge_h3(ctx) -> Finding:
-    return Finding(*h3_verdict(ctx.diagnostics()))
+def _judge_h3(evidence: Evidence) -> Finding:
+    return Finding(*h3_verdict(evidence.features()))
 
 
 HYPOTHESES = (
@@ -174,8 +169,6 @@ class InfoNCE(Variant):
         return {**super().weight_dict(epoch), "infonce": self.cfg.lambda_infonce}
 
     def feature_measurements(self, initial: "InfoNCE", features: dict) -> dict:
-        from analysis.diagnostics import alignment, cosine_summary, uniformity
-
         z0 = {g: initial.proj_head(f["clean"]) for g, f in features.items()}
         z1 = {g: self.proj_head(f["perturbed"]) for g, f in features.items()}
         views = {g: self.proj_head(f["view_a"]) for g, f in features.items()}

@@ -11,6 +11,7 @@ import torch
 
 from faap.augment import color_augment
 from faap.config import bounded
+from faap.evidence import Evidence
 from faap.heads import ProjectionHead
 from faap.losses import gender_aware_infonce, image_level_scores, one_way_wasserstein, score_weight_bias
 from faap.variants.base import Finding, Hypothesis, StepState, Variant
@@ -42,17 +43,12 @@ class InfonceGenderAwareConfig(InfoNCEConfig):
 H2_OVERFIT_RISE, H2_STABLE, H2_MIN_EPOCHS = 0.005, 0.001, 3  # AP-gap rise best -> last epoch; epochs needed
 
 
-def _per_run(epochs, metric: str):
-    df = epochs[epochs["condition"].str.startswith("trial") & (epochs["metric"] == metric)]
-    return {run: g.sort_values("epoch")["value"].to_numpy() for run, g in df.groupby("run")}
-
-
-def _judge_reversal(ctx) -> Finding:
-    runs = _per_run(ctx.data.epochs, "image_score_gap")
+def _judge_reversal(evidence: Evidence) -> Finding:
+    runs = evidence.per_run("image_score_gap")
     if not runs:
         return Finding("inconclusive", "no image_score_gap records")
     means = np.array([v.mean() for v in runs.values()])
-    weights = np.array([v.mean() for v in _per_run(ctx.data.epochs, "pos_weight").values()])
+    weights = np.array([v.mean() for v in evidence.per_run("pos_weight").values()])
     text = (f"mean image-level score gap (male - female) per run: {', '.join(f'{m:+.4f}' for m in means)}; "
             f"mean positive weight {weights.mean():.3f} (1 = no weighting)")
     stats = {"score_gap_mean": float(means.mean()), "pos_weight_mean": float(weights.mean()), "n_runs": len(means)}
@@ -63,8 +59,8 @@ def _judge_reversal(ctx) -> Finding:
     return Finding("inconclusive", text + " - the sign differs between runs", stats)
 
 
-def _judge_overfit(ctx) -> Finding:
-    runs = _per_run(ctx.data.epochs, "AP_gap")
+def _judge_overfit(evidence: Evidence) -> Finding:
+    runs = evidence.per_run("AP_gap")
     if not runs:
         return Finding("inconclusive", "no AP_gap records")
     rises, n_epochs = np.array([v[-1] - v.min() for v in runs.values()]), min(len(v) for v in runs.values())

@@ -10,6 +10,7 @@ import torch
 
 from faap.config import TrainConfig, bounded
 from faap.errors import ConfigError
+from faap.evidence import Difference, Evidence
 from faap.losses import MMD_SIGMAS, multi_kernel_mmd, pool_queries
 from faap.variants.base import Finding, Hypothesis, StepState, Variant
 
@@ -53,13 +54,12 @@ H2_SYMMETRIC = 0.8
 H2_ONE_SIDED = 0.5
 
 
-def h1_verdict(mmd_before: float, mmd_after: float, gap_change: dict, clean_gap: float) -> tuple[str, dict]:
-    """``gap_change``: the report's test difference (best condition - clean) in AP gap, ``{value, ci}``.
-    Supported only when the interval rules out a meaningful shrink; a shrink it cannot rule out nor show
-    is inconclusive."""
-    lo, hi = gap_change["ci"]
+def h1_verdict(mmd_before: float, mmd_after: float, gap_change: Difference, clean_gap: float) -> tuple[str, dict]:
+    """``gap_change``: the test difference (best condition - clean) in AP gap. Supported only when the
+    interval rules out a meaningful shrink; a shrink it cannot rule out nor show is inconclusive."""
+    lo, hi = gap_change.ci
     stats = {"mmd_before": mmd_before, "mmd_after": mmd_after, "mmd_drop": 1 - mmd_after / mmd_before,
-             "gap_change": gap_change["value"], "gap_change_ci": [lo, hi], "clean_test_AP_gap": clean_gap,
+             "gap_change": gap_change.value, "gap_change_ci": [lo, hi], "clean_test_AP_gap": clean_gap,
              "meaningful_shrink": H1_MEANINGFUL_SHRINK * clean_gap}
     if stats["mmd_drop"] <= H1_ALIGNED:
         return "inconclusive", stats  # the features were not aligned: nothing to say about alignment
@@ -68,12 +68,12 @@ def h1_verdict(mmd_before: float, mmd_after: float, gap_change: dict, clean_gap:
     return ("supported" if lo > -stats["meaningful_shrink"] else "inconclusive"), stats
 
 
-def _judge_h1(ctx) -> Finding:
-    diag = ctx.diagnostics()
-    test = ctx.report["splits"]["test"]
-    d = test["differences"][f"{ctx.best.name} - clean"]["AP_gap"]
-    verdict, s = h1_verdict(diag["mmd"]["before"], diag["mmd"]["after"], d,
-                            test["conditions"]["clean"]["AP_gap"]["value"])
+def _judge_h1(evidence: Evidence) -> Finding:
+    diag = evidence.features()
+    # the bootstrap's clean value (not clean_gap's stored one): the same numbers as the difference
+    clean = evidence.condition("test", "clean").value
+    verdict, s = h1_verdict(diag["mmd"]["before"], diag["mmd"]["after"],
+                            evidence.difference("test", evidence.best.name, "clean"), clean)
     lo, hi = s["gap_change_ci"]
     text = (f"female/male MMD of pooled decoder features {s['mmd_before']:.4f} (clean) -> {s['mmd_after']:.4f} "
             f"(perturbed, {-100 * s['mmd_drop']:+.1f}%); test AP gap change against the clean detector "
@@ -93,8 +93,8 @@ def h2_verdict(shift_female: float, shift_male: float) -> tuple[str, dict]:
     return ("not supported" if ratio < H2_ONE_SIDED else "inconclusive"), stats
 
 
-def _judge_h2(ctx) -> Finding:
-    shift = ctx.diagnostics()["feature_shift"]
+def _judge_h2(evidence: Evidence) -> Finding:
+    shift = evidence.features()["feature_shift"]
     verdict, s = h2_verdict(shift["female"], shift["male"])
     text = (f"relative shift of pooled decoder features under the perturbation: female {s['shift_female']:.4f}, "
             f"male {s['shift_male']:.4f} (male/female {s['male_to_female'] or float('nan'):.2f})")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from faap.config import TrainConfig, bounded
+from faap.evidence import Evidence
 from faap.heads import ProjectionHead
 from faap.losses import score_contrastive
 from faap.variants.base import Finding, Hypothesis, StepState, Variant
@@ -64,17 +65,9 @@ H1_MARGIN, H1_CLEAR = 0.10, 0.25
 H2_SHRINK, H2_CLEAR = 0.10, 0.25
 
 
-def _trial_records(ctx, metric: str):
-    epochs = ctx.data.epochs
-    if len(epochs) == 0:
-        return epochs
-    rows = epochs[epochs["condition"].str.startswith("trial") & (epochs["metric"] == metric)]
-    return rows.sort_values(["run", "epoch"])
-
-
-def _judge_gender_blind(ctx) -> Finding:
-    anchors = _trial_records(ctx, "anchor_female_frac").set_index(["run", "epoch"])["value"]
-    positives = _trial_records(ctx, "positive_female_frac").set_index(["run", "epoch"])["value"]
+def _judge_gender_blind(evidence: Evidence) -> Finding:
+    anchors = evidence.trial_epochs("anchor_female_frac").set_index(["run", "epoch"])["value"]
+    positives = evidence.trial_epochs("positive_female_frac").set_index(["run", "epoch"])["value"]
     diff = (anchors - positives).dropna()
     if diff.empty:
         return Finding("inconclusive", "no epoch records the anchors' female share (0 records)", {"n": 0})
@@ -85,8 +78,8 @@ def _judge_gender_blind(ctx) -> Finding:
     return Finding(verdict, text, {"female_share_difference": d, "n": n})
 
 
-def _judge_gap_not_closed(ctx) -> Finding:
-    gaps = _trial_records(ctx, "score_gap_within_batch").groupby("run")["value"]
+def _judge_gap_not_closed(evidence: Evidence) -> Finding:
+    gaps = evidence.trial_epochs("score_gap_within_batch").groupby("run")["value"]
     first, last = gaps.first(), gaps.last()
     changes = ((last - first) / first)[gaps.size() >= 2].dropna()
     if changes.empty:
