@@ -170,3 +170,59 @@ def eval_summary(frame: pd.DataFrame) -> pd.DataFrame:
                 wide[f"{c}_{m}_gap"] = wide[f"{c}_{m}_male"] - wide[f"{c}_{m}_female"]
     wide["has_baseline"] = wide["baseline_AP_male"].notna() if "baseline_AP_male" in wide else False
     return wide
+
+
+RERUN_NOISE = 0.001
+"""Clean AP of one group differing by more than this between files = a different baseline."""
+
+
+def eval_rows(frame: pd.DataFrame) -> list[dict]:
+    """:func:`eval_summary` as one dict per evaluation file, with the file's ``epsilon`` and its
+    ``AP_gap_change`` (perturbed minus its own baseline's AP gap; NaN for a file without a baseline)."""
+    eps = frame[frame["metric"] == "epsilon"].set_index("source")["value"]
+    rows = []
+    for r in eval_summary(frame).to_dict("records"):
+        r["epsilon"] = float(eps.get(r["source"], float("nan")))
+        r["AP_gap_change"] = (r["perturbed_AP_gap"] - r["baseline_AP_gap"]) if r["has_baseline"] else float("nan")
+        rows.append(r)
+    return rows
+
+
+def baseline_clusters(rows: list[dict], noise: float = RERUN_NOISE) -> list[dict]:
+    """Files whose clean AP per group agree within ``noise`` on the same split share a baseline:
+    ``[{split, key: (AP male, AP female), gap, files}]``, in the order first seen. Files without a
+    baseline belong to none."""
+    clusters = []
+    for r in rows:
+        if not r["has_baseline"]:
+            continue
+        key = (r["baseline_AP_male"], r["baseline_AP_female"])
+        for c in clusters:
+            if c["split"] == r["split"] and abs(c["key"][0] - key[0]) <= noise and abs(c["key"][1] - key[1]) <= noise:
+                c["files"].append(r["source"])
+                break
+        else:
+            clusters.append({"split": r["split"], "key": key, "gap": key[0] - key[1], "files": [r["source"]]})
+    return clusters
+
+
+def layout_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Images per split (rows) and group (columns) from ``dataset_layout.json``; empty without one."""
+    layout = frame[frame["condition"] == "data"]
+    if layout.empty:
+        return pd.DataFrame()
+    return layout.pivot_table(index="split", columns="group", values="value", aggfunc="first")
+
+
+def loss_curves(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each run's training losses per epoch from its ``train_log.jsonl`` (runs without one left out), in
+    the per-epoch layout the report's curves read: columns condition (the loss's name), epoch, metric
+    ('loss'), value."""
+    train = frame[frame["condition"] == "train"]
+    out = {}
+    for run, part in train.groupby("run"):
+        curves = part[part["group"].isna() & part["metric"].str.contains("loss|g_|d_loss|total", regex=True)]
+        if not curves.empty:
+            out[run] = pd.DataFrame({"condition": curves["metric"], "epoch": curves["epoch"].astype(int),
+                                     "metric": "loss", "value": curves["value"]})
+    return out

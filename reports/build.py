@@ -6,63 +6,40 @@ markdown holds the same numbers for machines. AP and AR are fractions in [0, 1];
 differences are in the same units (not percent).
 
 The report is a list of sections (:data:`SECTIONS`): each takes the shared
-:class:`Context`, returns its markdown lines and records its numbers in ``ctx.report``.
-Warnings that a section raises (e.g. a failed null check) are printed at the top.
+:class:`Context` and returns a :class:`reports.common.Section` (its markdown lines, its numbers
+for ``report.json``, warnings printed at the top, e.g. a failed null check); sections never write
+into the context, so their order only changes the markdown.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.bootstrap import bootstrap_gap, holm, match_table
+from analysis.bootstrap import bootstrap_gap, holm
 from analysis.diagnostics import feature_diagnostics
+from analysis.evidence import study_evidence
 from analysis.seeds import probability_of_improvement, seed_stats
 from analysis.study import load_study_data
-from faap.data.coco import load_split
 from faap.errors import UserError
-from faap.evaluate import read_detections
 from faap.metrics import METRICS, MINIMIZE
 from faap.rundir import RunDir
 from faap.variants import VARIANTS, get_variant
 from reports import figures
+from reports.common import (CLEAN_LABEL, Section, claim_sentence, fmt_ci, fmt_interval, fmt_signed, match_tables,
+                            run_sections, verdict_word, write_report)
 from reports.examples import example_grid
 
 SIZE_STATS = {"small": "AP@[0.50:0.95]_small_100", "medium": "AP@[0.50:0.95]_medium_100",
               "large": "AP@[0.50:0.95]_large_100"}
-ORIGINAL_CLAIM = 0.004
-"""Size of the original study's headline change (test AP gap .106 -> .110), the scale a study must resolve."""
-CLEAN_LABEL = "clean detector"
-
-
-def _fmt(v, digits=3):
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "n/a"
-    text = f"{v:+.{digits}f}"
-    return text.replace("-", "+") if float(text) == 0 else text  # no "-0.000"
-
-
-def _ci(entry, digits=3):
-    lo, hi = entry["ci"]
-    return f"{entry['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def verdict_word(diff: dict) -> str:
-    lo, hi = diff["ci"]
-    if lo > 0:
-        return "worse (larger gap)"
-    if hi < 0:
-        return "better (smaller gap)"
-    return "not distinguishable"
 
 
 @dataclass
 class Context:
-    """What every section may read; sections add their numbers to ``report``."""
+    """What every section may read. Sections never write here: they return their numbers."""
 
     name: str
     url: str | None
@@ -80,7 +57,8 @@ class Context:
     tables: dict = field(default_factory=dict)
     """split -> (male, female) match tables per condition (one per seed run)."""
     report: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    """The context's own numbers (study, metric, best, median, reference, the bootstrap per split), the
+    start of report.json."""
 
     @property
     def spec(self):
@@ -109,22 +87,11 @@ def label(cname: str) -> str:
 
 
 def _tables(data, split: str, names: list[str]) -> tuple[dict, dict]:
-    """Match tables per group for each condition (one per seed run; clean: the cached detections)."""
-    groups = load_split(data.spec.data, split)
-    male, female = {}, {}
-    for name in names:
-        cond = data.conditions[name]
-        runs = cond.runs if name != "clean" else [next(c for c in data.conditions.values() if c.runs).runs[0]]
-        for run in runs:
-            if name == "clean":
-                path = data.run_summary(run)["clean_detections"][split]
-            else:
-                path = RunDir(run).detections_path(split)
-            saved = read_detections(path)
-            for group, store in (("male", male), ("female", female)):
-                table = match_table(groups[group].coco, saved["detections"][group], saved["image_ids"][group])
-                store.setdefault(name, []).append(table)
-    return male, female
+    """Match tables per group for each condition (one per seed run; clean: the first run's cached detections)."""
+    first = next(c for c in data.conditions.values() if c.runs).runs[0]
+    sources = {name: [data.run_summary(first)["clean_detections"][split]] if name == "clean"
+               else [RunDir(run).detections_path(split) for run in data.conditions[name].runs] for name in names}
+    return match_tables(data.spec.data, split, sources)
 
 
 def _context(name: str, url: str | None, out_dir: str, replicates: int, n_images: int) -> Context:
@@ -165,14 +132,14 @@ def _difference_line(ctx: Context, split: str, a: str, b: str) -> tuple[str, dic
     d = r["differences"][f"{a} - {b}"]["AP_gap"]
     runs = " and ".join(f"{n} seed{'s' if n > 1 else ''}" for n in d["runs"])
     text = (f"{ctx.label(a)} AP gap {r['conditions'][a]['AP_gap']['value']:.3f} vs {ctx.label(b)} "
-            f"{r['conditions'][b]['AP_gap']['value']:.3f}: difference {_fmt(d['value'])}, 95% CI "
-            f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] ({runs}; {r['images']['male']} + {r['images']['female']} images) "
+            f"{r['conditions'][b]['AP_gap']['value']:.3f}: difference {fmt_signed(d['value'])}, 95% CI "
+            f"{fmt_interval(d)} ({runs}; {r['images']['male']} + {r['images']['female']} images) "
             f"-> **{verdict_word(d)}**")
     return text, d
 
 
-def verdict(ctx: Context) -> list[str]:
-    lines = ["## Verdict", ""]
+def verdict(ctx: Context) -> Section:
+    lines, data = ["## Verdict", ""], {}
     pairs = [(ctx.best.name, ctx.ref)] + ([(ctx.ref, "clean")] if ctx.ref != "clean" else [])
     for split in ("val", "test"):
         for a, b in pairs:
@@ -180,23 +147,21 @@ def verdict(ctx: Context) -> list[str]:
             who = f"best {ctx.spec.variant} trial ({a}, {ctx.best.params})" if a == ctx.best.name else ctx.label(a)
             lines.append(f"- **{split}**, {who}: {text}.")
             key = f"verdict_{split}" if a == ctx.best.name else f"verdict_reference_vs_clean_{split}"
-            ctx.report[key] = {"difference": d, "word": verdict_word(d)}
-    half = ctx.report["verdict_test"]["difference"]["half_width"]
-    ctx.report["detectable_difference"] = half
-    scale = "smaller" if ORIGINAL_CLAIM < half else "larger"
+            data[key] = {"difference": d, "word": verdict_word(d)}
+    half = data["detectable_difference"] = data["verdict_test"]["difference"]["half_width"]
     lines += ["", f"Smallest difference this study could detect on test (half-width of the verdict's interval): "
-              f"**{half:.3f}**. The original study's claimed change (AP gap .106 -> .110, {ORIGINAL_CLAIM:.3f}) is "
-              f"{scale} than that.", "",
+              f"**{half:.3f}**. {claim_sentence(half)}.", "",
               "The best trial is picked by its validation value, so its val comparison is optimistic; the "
               "test comparison is the one to trust.", ""]
-    return lines + _null_check(ctx)
+    null = _null_check(ctx)
+    return Section(lines + null.lines, {**data, **null.data}, null.warnings)
 
 
-def _null_check(ctx: Context) -> list[str]:
+def _null_check(ctx: Context) -> Section:
     """Negative control: the reference baseline's seeds split in halves must not be distinguishable."""
     ref = ctx.ref
     if ref == "clean" or len(ctx.data.conditions[ref].runs) < 2:
-        return ["(Null check skipped: it needs a reference baseline with at least two seeds.)", ""]
+        return Section(["(Null check skipped: it needs a reference baseline with at least two seeds.)", ""])
     male, female = ctx.tables["test"]
     n = len(male[ref])
     halves = {"first half": slice(0, n // 2), "second half": slice(n // 2, n)}
@@ -204,18 +169,19 @@ def _null_check(ctx: Context) -> list[str]:
     d = bootstrap_gap(*split, replicates=ctx.replicates)["differences"]["first half - second half"]["AP_gap"]
     seeds = ctx.spec.seeds
     word = verdict_word(d)
-    ctx.report["null_check"] = {"difference": d, "word": word, "halves": [seeds[: n // 2], seeds[n // 2:]]}
+    data = {"null_check": {"difference": d, "word": word, "halves": [seeds[: n // 2], seeds[n // 2:]]}}
     text = (f"the {ctx.label(ref)}'s seeds {seeds[: n // 2]} against its seeds {seeds[n // 2:]} on test: difference "
-            f"{_fmt(d['value'])}, 95% CI [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] -> {word}")
+            f"{fmt_signed(d['value'])}, 95% CI {fmt_interval(d)} -> {word}")
+    warned = ()
     if word != "not distinguishable":
         single = " With one seed per half the interval cannot hold seed noise, so this measures it:" if n < 4 else ""
-        ctx.warnings.append(f"> **Warning: the null check failed.** {text[0].upper() + text[1:]}, although both halves "
-                            f"are the same condition.{single} seed-to-seed variation is larger than the image noise, "
-                            "and intervals resting on few seeds understate it. Run more seeds before trusting a verdict.")
-    return [f"Null check (negative control): {text}.", ""]
+        warned = (f"> **Warning: the null check failed.** {text[0].upper() + text[1:]}, although both halves "
+                  f"are the same condition.{single} seed-to-seed variation is larger than the image noise, "
+                  "and intervals resting on few seeds understate it. Run more seeds before trusting a verdict.",)
+    return Section([f"Null check (negative control): {text}.", ""], data, warned)
 
 
-def comparison_table(ctx: Context) -> list[str]:
+def comparison_table(ctx: Context) -> Section:
     lines = [f"## Clean detector, {'' if ctx.ref == 'clean' else ctx.label(ctx.ref) + ' baseline '}and the variant", "",
              "| condition | split | seeds | AP male | AP female | AP gap [95% CI] | AR gap [95% CI] |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -226,135 +192,151 @@ def comparison_table(ctx: Context) -> list[str]:
             c = ctx.report["splits"][split]["conditions"][cname]
             runs = "-" if cname == "clean" else str(c["runs"])
             lines.append(f"| {label} | {split} | {runs} | {c['AP_male']['value']:.3f} | {c['AP_female']['value']:.3f} | "
-                         f"{_ci(c['AP_gap'])} | {_ci(c['AR_gap'])} |")
+                         f"{fmt_ci(c['AP_gap'])} | {fmt_ci(c['AR_gap'])} |")
     rows = [{"label": ctx.label(cname), "value": ctx.report["splits"]["test"]["conditions"][cname]["AP_gap"]["value"],
              "ci": ctx.report["splits"]["test"]["conditions"][cname]["AP_gap"]["ci"]} for cname in ctx.compared]
     fig = figures.forest(rows, ctx.out_dir, "test_gaps.png", "test AP gap (male - female)")
-    return lines + ["", f"![test AP gap per condition]({fig})", ""]
+    return Section(lines + ["", f"![test AP gap per condition]({fig})", ""])
 
 
-def seeds_section(ctx: Context) -> list[str]:
+def seeds_section(ctx: Context) -> Section:
     data, lower = ctx.data, METRICS["AP_gap"].lower_is_better  # the values compared are test AP gaps
     per_seed = {c: [data.run_summary(r)["test"]["AP_gap"] for r in data.conditions[c].runs]
                 for c in ctx.compared if c != "clean"}
     lines = ["## Across seeds (test AP gap of each seed's run)", "",
              f"| condition | seeds | mean [95% t-CI] | IQM | P(better than {ctx.label(ctx.ref)}) |",
              "| --- | --- | --- | --- | --- |"]
-    ctx.report["seeds"] = {}
+    found = {"seeds": {}}
     for c, vals in per_seed.items():
         s = seed_stats(vals)
         poi = probability_of_improvement(vals, per_seed.get(ctx.ref, []), lower)
-        ctx.report["seeds"][c] = {**s, "values": vals, "p_improvement_vs_reference": poi}
+        found["seeds"][c] = {**s, "values": vals, "p_improvement_vs_reference": poi}
         ci = "n/a" if not np.isfinite(s["ci"][0]) else f"{s['ci'][0]:.3f}, {s['ci'][1]:.3f}"
         lines.append(f"| {c} | {s['n']} | {s['mean']:.3f} [{ci}] | {s['iqm']:.3f} | "
                      f"{'-' if c == ctx.ref else f'{poi:.2f}'} |")
     if ctx.ref != "clean" and len(ctx.trials) > 1:
         diffs, ref = ctx.report["splits"]["test"]["differences"], ctx.ref
         pvals = {c.name: diffs[f"{c.name} - {ref}"]["AP_gap"]["p_two_sided"] for c in ctx.trials}
-        adj = ctx.report["holm"] = holm(pvals)
+        adj = found["holm"] = holm(pvals)
         lines += ["", f"Every trial against the {ctx.label(ref)} on test (AP gap difference, bootstrap p, Holm-adjusted "
                   f"over {len(ctx.trials)} comparisons): " + "; ".join(
-                      f"{c}: {_fmt(diffs[f'{c} - {ref}']['AP_gap']['value'])}, p {pvals[c]:.3f} -> {adj[c]:.3f}"
+                      f"{c}: {fmt_signed(diffs[f'{c} - {ref}']['AP_gap']['value'])}, p {pvals[c]:.3f} -> {adj[c]:.3f}"
                       for c in pvals) + "."]
-    return lines + [""]
+    return Section(lines + [""], found)
 
 
-def curves_section(ctx: Context) -> list[str]:
+def curves_section(ctx: Context) -> Section:
     clean_val_gap = ctx.data.clean.get("val", {}).get("AP_gap")
     gap = figures.curves(ctx.data.epochs, clean_val_gap, ctx.out_dir, highlight=ctx.ref)
     score = figures.curves(ctx.data.epochs, None, ctx.out_dir, "matched_score_gap", "matched_score_gap.png", ctx.ref)
-    return ["## Per-epoch curves (validation)", "", f"![val AP gap per epoch]({gap})", "",
-            f"![matched-score gap per epoch]({score})", ""]
+    return Section(["## Per-epoch curves (validation)", "", f"![val AP gap per epoch]({gap})", "",
+                    f"![matched-score gap per epoch]({score})", ""])
 
 
-def params_section(ctx: Context) -> list[str]:
-    import optuna
-
+def params_section(ctx: Context) -> Section:
     data, metric = ctx.data, ctx.report["metric"]
     params = [p.name for p in ctx.spec.params]
     seed_cols = [c for c in data.trials.columns if c.startswith(f"{metric}_seed_")]
     done = data.trials[data.trials["state"] == "COMPLETE"]
     lines = ["## Hyperparameter effects", "",
              f"![objective vs parameters]({figures.param_effects(done, params, metric, seed_cols, ctx.out_dir)})", ""]
+    plots = _optuna_plots(ctx, params, len(done))
+    lines += plots.lines
+    if len(params) > 1 and len(done) >= 4:
+        importances = _importances(data.study)
+        lines += [f"- {label} importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items())
+                  for label, imp in importances.items()]
+        return Section(lines + [""], {**plots.data, "importances": importances})
+    lines.append(f"(Importances need at least two parameters and four completed trials; this study has "
+                 f"{len(params)} and {len(done)}.)")
+    return Section(lines + [""], plots.data)
+
+
+def _optuna_plots(ctx: Context, params: list[str], n_done: int) -> Section:
+    """Optuna's parallel coordinates (two parameters or more) and Pareto front (two objectives or more)."""
+    import optuna
+
+    lines, found = [], {}
     with warnings.catch_warnings():  # optuna's matplotlib plots are marked experimental
         warnings.simplefilter("ignore")
-        if len(params) > 1 and len(done) >= 2:
-            ax = optuna.visualization.matplotlib.plot_parallel_coordinate(data.study, params=params)
+        if len(params) > 1 and n_done >= 2:
+            ax = optuna.visualization.matplotlib.plot_parallel_coordinate(ctx.data.study, params=params)
             lines += [f"![parallel coordinates]({figures.save_axes(ax, ctx.out_dir, 'parallel.png')})", ""]
-        if len(ctx.spec.objectives) > 1 and len(done) >= 2:
-            ax = optuna.visualization.matplotlib.plot_pareto_front(data.study)
-            front = ctx.report["pareto_front"] = sorted(t.number for t in data.study.best_trials)
+        if len(ctx.spec.objectives) > 1 and n_done >= 2:
+            ax = optuna.visualization.matplotlib.plot_pareto_front(ctx.data.study)
+            front = found["pareto_front"] = sorted(t.number for t in ctx.data.study.best_trials)
             lines += [f"Pareto front ({' vs '.join(o['metric'] for o in ctx.spec.objectives)}, val): trials {front}.", "",
                       f"![Pareto front]({figures.save_axes(ax, ctx.out_dir, 'pareto.png')})", ""]
-    if len(params) > 1 and len(done) >= 4:
-        for label, evaluator in (("fANOVA", optuna.importance.FanovaImportanceEvaluator(seed=0)),
-                                 ("PED-ANOVA", optuna.importance.PedAnovaImportanceEvaluator())):
-            imp = optuna.importance.get_param_importances(data.study, evaluator=evaluator)
-            ctx.report.setdefault("importances", {})[label] = imp
-            lines.append(f"- {label} importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()))
-    else:
-        lines.append(f"(Importances need at least two parameters and four completed trials; this study has "
-                     f"{len(params)} and {len(done)}.)")
-    return lines + [""]
+    return Section(lines, found)
 
 
-def hypotheses_section(ctx: Context) -> list[str]:
+def _importances(study) -> dict:
+    """Parameter importances by fANOVA and PED-ANOVA: {method: {param: importance}}."""
+    import optuna
+
+    evaluators = (("fANOVA", optuna.importance.FanovaImportanceEvaluator(seed=0)),
+                  ("PED-ANOVA", optuna.importance.PedAnovaImportanceEvaluator()))
+    return {label: optuna.importance.get_param_importances(study, evaluator=e) for label, e in evaluators}
+
+
+def hypotheses_section(ctx: Context) -> Section:
     """The failure hypotheses the study's variant declares, each measured and judged by its rule."""
     variant, found = ctx.variant, {}
     lines = ["## Why did it fail? Each hypothesis, measured", ""]
-    ctx.report["hypotheses"] = found
     if not variant.hypotheses:
-        return lines + [f"Variant `{variant.name}` declares no failure hypotheses, so none is measured here "
-                        "(a variant lists them in its `hypotheses`).", ""]
+        return Section(lines + [f"Variant `{variant.name}` declares no failure hypotheses, so none is measured "
+                                "here (a variant lists them in its `hypotheses`).", ""], {"hypotheses": found})
+    evidence = study_evidence(ctx.data, ctx.best, ctx.ref, ctx.compared, ctx.report["splits"], ctx.diagnostics)
     for i, h in enumerate(variant.hypotheses, 1):
-        f = h.judge(ctx)
+        f = h.judge(evidence)
         found[h.key] = {"verdict": f.verdict, "text": f.text, **f.stats}
         rule = f"{h.rule}; {f.where}" if f.where else h.rule
         lines += [f"{i}. **{h.title}: {f.verdict}.** {f.text}. (Rule: {rule}.)", ""]
-        if f.figure:
-            lines += [f"   ![{h.title}]({f.figure})", ""]
-    return lines
+        if f.figure is not None:
+            lines += [f"   ![{h.title}]({figures.draw(f.figure, ctx.out_dir)})", ""]
+    return Section(lines, {"hypotheses": found})
 
 
-def other_section(ctx: Context) -> list[str]:
+def other_section(ctx: Context) -> Section:
     data, ref, best = ctx.data, ctx.ref, ctx.best
     shift = ctx.diagnostics()["feature_shift"]
     test = ctx.report["splits"]["test"]["conditions"]
     lines = ["## Other measurements", "",
              f"- The perturbation moves pooled decoder features by {shift['female']:.3f} (female) and "
              f"{shift['male']:.3f} (male) of their norm (run {best.name}).",
-             f"- AR gap vs AP gap on test: {ctx.label(ref)} AR gap {_ci(test[ref]['AR_gap'])} vs AP gap "
-             f"{_ci(test[ref]['AP_gap'])}; {best.name} AR gap {_ci(test[best.name]['AR_gap'])} vs AP gap "
-             f"{_ci(test[best.name]['AP_gap'])}."]
+             f"- AR gap vs AP gap on test: {ctx.label(ref)} AR gap {fmt_ci(test[ref]['AR_gap'])} vs AP gap "
+             f"{fmt_ci(test[ref]['AP_gap'])}; {best.name} AR gap {fmt_ci(test[best.name]['AR_gap'])} vs AP gap "
+             f"{fmt_ci(test[best.name]['AP_gap'])}."]
     sizes = {}
     for cname in ("clean", ref, best.name):
         run = RunDir(data.conditions[cname].runs[0] if cname != "clean" else best.runs[0])
         ev = run.read_eval("test", run.selected_epoch())["details"]["baseline" if cname == "clean" else "perturbed"]
         sizes[cname] = {f"{g} {s}": ev[g][k] if ev[g][k] is not None else float("nan")
                         for g in ("female", "male") for s, k in SIZE_STATS.items()}
-    ctx.report["ap_by_size"] = sizes
     lines += ["", f"![AP by object size]({figures.bars(sizes, 'test AP (first seed run)', ctx.out_dir, 'ap_by_size.png')})", ""]
     shown = {c: data.conditions[c].runs[0] for c in (ref, best.name) if c != "clean"}
     grid = example_grid(shown, os.path.join(ctx.out_dir, "figures", "examples.png"))
-    return lines + ["Validation examples per group (green: ground truth; red: detections with score >= 0.5; perturbation "
-                    "shown from -eps (black) to +eps (white)), first seed run of each condition:", "",
-                    f"![examples]({os.path.relpath(grid, ctx.out_dir)})", ""]
+    lines += ["Validation examples per group (green: ground truth; red: detections with score >= 0.5; perturbation "
+              "shown from -eps (black) to +eps (white)), first seed run of each condition:", "",
+              f"![examples]({os.path.relpath(grid, ctx.out_dir)})", ""]
+    return Section(lines, {"ap_by_size": sizes})
 
 
-def reproduce_section(ctx: Context) -> list[str]:
+def reproduce_section(ctx: Context) -> Section:
     summary = ctx.data.run_summary(ctx.best.runs[0])
     source = ctx.data.study.user_attrs.get("spec_source") or "SPEC"
-    return ["## Reproduce", "", "```bash", f"faap sweep run {source}" + (f" --storage {ctx.url}" if ctx.url else ""),
-            f"faap sweep status {ctx.name}", f"faap report {ctx.name} --out {ctx.out_dir}", "```", "",
-            f"- code commit `{summary['code_commit']}`; dataset fingerprint `{summary['dataset_fingerprint']}`; "
-            f"detector `{summary['detector_id']}`; seeds {ctx.spec.seeds}; epochs selected on val "
-            f"({summary['select_metric']}), test evaluated once per run.", ""]
+    return Section(["## Reproduce", "", "```bash",
+                    f"faap sweep run {source}" + (f" --storage {ctx.url}" if ctx.url else ""),
+                    f"faap sweep status {ctx.name}", f"faap report {ctx.name} --out {ctx.out_dir}", "```", "",
+                    f"- code commit `{summary['code_commit']}`; dataset fingerprint `{summary['dataset_fingerprint']}`; "
+                    f"detector `{summary['detector_id']}`; seeds {ctx.spec.seeds}; epochs selected on val "
+                    f"({summary['select_metric']}), test evaluated once per run.", ""])
 
 
 SECTIONS = [verdict, comparison_table, seeds_section, curves_section, params_section, hypotheses_section,
             other_section, reproduce_section]
-"""The report's sections, in order: each ``(ctx) -> markdown lines``; the study's variant adds its own
-``report_sections`` before the last (see :func:`sections`)."""
+"""The report's sections, in order: each ``(ctx) -> Section``; the study's variant adds its own
+``report_sections`` before the last (see :func:`sections`), each ``(ctx) -> (lines, data)``."""
 
 
 def sections(variant) -> list:
@@ -363,13 +345,9 @@ def sections(variant) -> list:
 
 
 def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_images: int = 64) -> dict:
-    os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
+    """Load and check the study (nothing is written when it is refused), then write the report."""
     ctx = _context(name, url, out_dir, replicates, n_images)
-    body = [line for section in sections(ctx.variant) for line in section(ctx)]
-    ctx.report["warnings"] = ctx.warnings
-    lines = _header(ctx) + [w for warning in ctx.warnings for w in (warning, "")] + body
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write("\n".join(lines))
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(ctx.report, f, indent=2, default=float)
-    return ctx.report
+    body = run_sections(sections(ctx.variant), ctx)
+    report = {**ctx.report, **body.data, "warnings": list(body.warnings)}
+    write_report(out_dir, _header(ctx) + [w for warning in body.warnings for w in (warning, "")] + body.lines, report)
+    return report

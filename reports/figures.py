@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
+from faap.evidence import Figure  # noqa: E402
+
 
 def _save(fig, out_dir: str, name: str) -> str:
     os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
@@ -70,19 +72,22 @@ def param_effects(trials, params: list[str], metric: str, seeds_cols: list[str],
     return _save(fig, out_dir, "params.png")
 
 
-def scatter(points: np.ndarray, xlabel: str, ylabel: str, out_dir: str, name: str) -> str:
+def scatter(points: np.ndarray, xlabel: str, ylabel: str, out_dir: str, name: str, title: str = "") -> str:
+    """x, y from the first two columns of ``points``, with a line at y = 0."""
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.scatter(points[:, 0], points[:, 1], s=16)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, out_dir, name)
 
 
-def bars(groups: dict[str, dict[str, float]], ylabel: str, out_dir: str, name: str) -> str:
+def bars(groups: dict[str, dict[str, float]], ylabel: str, out_dir: str, name: str, title: str = "") -> str:
     """Grouped bars: ``{series: {category: value}}``."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.set_title(title)
     series = list(groups)
     cats = list(next(iter(groups.values())))
     width = 0.8 / len(series)
@@ -93,6 +98,13 @@ def bars(groups: dict[str, dict[str, float]], ylabel: str, out_dir: str, name: s
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, out_dir, name)
+
+
+def draw(figure: Figure, out_dir: str) -> str:
+    """Draw a figure a hypothesis judge described; returns its path relative to ``out_dir``."""
+    if figure.kind == "bars":
+        return bars(figure.data, figure.ylabel, out_dir, figure.name, figure.title)
+    return scatter(np.asarray(figure.data), figure.xlabel, figure.ylabel, out_dir, figure.name, figure.title)
 
 
 def save_axes(ax, out_dir: str, name: str) -> str:

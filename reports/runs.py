@@ -16,14 +16,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
-from analysis.bootstrap import bootstrap_gap, match_table
-from faap.data.coco import SPLITS, fingerprint, load_split
+from analysis.bootstrap import bootstrap_gap
+from faap.data.coco import SPLITS, fingerprint
 from faap.errors import UserError
-from faap.evaluate import read_detections
 from faap.rundir import RunDir
 from reports import figures
-from reports.build import CLEAN_LABEL, ORIGINAL_CLAIM, _ci, _fmt, verdict_word
+from reports.common import (CLEAN_LABEL, ORIGINAL_CLAIM, Section, claim_sentence, claim_unresolved, fmt_ci,
+                            fmt_interval, fmt_signed, match_tables, run_sections, verdict_word, write_report)
 
 CLEAN = "clean"
 SUMMARY_FIELDS = ("dataset_fingerprint", "detector_id")
@@ -50,8 +51,10 @@ class RunsContext:
     replicates: int
     conditions: dict[str, list[Run]]
     clean_path: str = ""
-    report: dict = field(default_factory=dict)
+    boot: dict = field(default_factory=dict)
+    """The paired bootstrap (:func:`analysis.bootstrap.bootstrap_gap`) over the clean detector and every condition."""
     notes: list[str] = field(default_factory=list)
+    """Found while loading; printed at the top with the sections' own."""
 
     @property
     def first(self) -> Run:
@@ -59,6 +62,13 @@ class RunsContext:
 
     def label(self, cname: str) -> str:
         return CLEAN_LABEL if cname == CLEAN else cname
+
+    @cached_property
+    def differences(self) -> list[dict]:
+        """Every reported comparison (:func:`comparisons`): ``{a, b, AP_gap, AR_gap, word}``."""
+        diffs = self.boot["differences"]
+        return [{"a": a, "b": b, "AP_gap": diffs[f"{a} - {b}"]["AP_gap"], "AR_gap": diffs[f"{a} - {b}"]["AR_gap"],
+                 "word": verdict_word(diffs[f"{a} - {b}"]["AP_gap"])} for a, b in comparisons(self)]
 
 
 def parse_runs(specs: list[str]) -> dict[str, list[str]]:
@@ -128,6 +138,7 @@ def clean_detections(ctx: RunsContext) -> str:
 
 
 def load_context(specs: list[str], out_dir: str, split: str, replicates: int) -> RunsContext:
+    """Every input checked (one-line errors) and the bootstrap computed; nothing is written here."""
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}' (use one of {', '.join(SPLITS)})")
     if replicates < 10:
@@ -141,21 +152,18 @@ def load_context(specs: list[str], out_dir: str, split: str, replicates: int) ->
     if fingerprint(data) != recorded:
         raise UserError(f"the dataset {data} changed since the runs (fingerprint {fingerprint(data)}, runs {recorded})")
     ctx.clean_path = clean_detections(ctx)
+    ctx.boot = _bootstrap(ctx)
     return ctx
 
 
-def match_tables(ctx: RunsContext) -> tuple[dict, dict]:
-    """Per group: {condition: [MatchTable per run]}, the clean detector first."""
-    groups = load_split(ctx.first.config["data"], ctx.split)
+def _bootstrap(ctx: RunsContext) -> dict:
+    """The paired bootstrap over every condition, the clean detector first; a one-line error when the
+    conditions were evaluated on different images."""
     sources = {CLEAN: [ctx.clean_path], **{c: [r.detections for r in rs] for c, rs in ctx.conditions.items()}}
-    male, female = {}, {}
-    for cname, paths in sources.items():
-        for path in paths:
-            saved = read_detections(path)
-            for group, store in (("male", male), ("female", female)):
-                table = match_table(groups[group].coco, saved["detections"][group], saved["image_ids"][group])
-                store.setdefault(cname, []).append(table)
-    return male, female
+    try:
+        return bootstrap_gap(*match_tables(ctx.first.config["data"], ctx.split, sources), replicates=ctx.replicates)
+    except ValueError as e:
+        raise UserError(f"the runs cannot be paired on {ctx.split}: {e}") from None
 
 
 def comparisons(ctx: RunsContext) -> list[tuple[str, str]]:
@@ -171,8 +179,8 @@ def _runs_cell(runs: list[Run]) -> str:
     return f"{len(runs)} (seed{'s' if len(runs) > 1 else ''} {', '.join(str(s) for s in seeds)})"
 
 
-def conditions_section(ctx: RunsContext) -> list[str]:
-    boot = ctx.report["bootstrap"]
+def conditions_section(ctx: RunsContext) -> Section:
+    boot = ctx.boot
     lines = ["## Conditions", "",
              "| condition | runs (seeds) | images male / female | AP male | AP female | AP gap [95% CI] | AR gap [95% CI] |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -181,47 +189,44 @@ def conditions_section(ctx: RunsContext) -> list[str]:
     for cname, c in boot["conditions"].items():
         runs = "cached clean detections" if cname == CLEAN else _runs_cell(ctx.conditions[cname])
         lines.append(f"| {ctx.label(cname)} | {runs} | {images} | {c['AP_male']['value']:.3f} | "
-                     f"{c['AP_female']['value']:.3f} | {_ci(c['AP_gap'])} | {_ci(c['AR_gap'])} |")
+                     f"{c['AP_female']['value']:.3f} | {fmt_ci(c['AP_gap'])} | {fmt_ci(c['AR_gap'])} |")
         rows.append({"label": ctx.label(cname), "value": c["AP_gap"]["value"], "ci": c["AP_gap"]["ci"]})
     fig = figures.forest(rows, ctx.out_dir, f"{ctx.split}_gaps.png", f"{ctx.split} AP gap (male - female)")
-    return lines + ["", f"![{ctx.split} AP gap per condition]({fig})", ""]
+    return Section(lines + ["", f"![{ctx.split} AP gap per condition]({fig})", ""])
 
 
-def differences_section(ctx: RunsContext) -> list[str]:
-    diffs = ctx.report["bootstrap"]["differences"]
+def differences_section(ctx: RunsContext) -> Section:
     lines = ["## Paired differences (a - b; negative: a has the smaller gap)", "",
              "| a - b | AP gap difference [95% CI] | half-width | verdict | p | AR gap difference [95% CI] |",
              "| --- | --- | --- | --- | --- | --- |"]
-    ctx.report["comparisons"], rows = [], []
-    for a, b in comparisons(ctx):
-        d = diffs[f"{a} - {b}"]
-        ap, ar, word = d["AP_gap"], d["AR_gap"], verdict_word(d["AP_gap"])
-        ctx.report["comparisons"].append({"a": a, "b": b, "AP_gap": ap, "AR_gap": ar, "word": word})
-        lines.append(f"| {ctx.label(a)} - {ctx.label(b)} | {_fmt(ap['value'])} [{ap['ci'][0]:+.3f}, "
-                     f"{ap['ci'][1]:+.3f}] | {ap['half_width']:.3f} | **{word}** | {ap['p_two_sided']:.3f} | "
-                     f"{_fmt(ar['value'])} [{ar['ci'][0]:+.3f}, {ar['ci'][1]:+.3f}] |")
-        rows.append({"label": f"{ctx.label(a)} - {ctx.label(b)}", "value": ap["value"], "ci": ap["ci"]})
+    rows = []
+    for c in ctx.differences:
+        ap, ar, name = c["AP_gap"], c["AR_gap"], f"{ctx.label(c['a'])} - {ctx.label(c['b'])}"
+        lines.append(f"| {name} | {fmt_signed(ap['value'])} {fmt_interval(ap)} | {ap['half_width']:.3f} | "
+                     f"**{c['word']}** | {ap['p_two_sided']:.3f} | {fmt_signed(ar['value'])} {fmt_interval(ar)} |")
+        rows.append({"label": name, "value": ap["value"], "ci": ap["ci"]})
     fig = figures.forest(rows, ctx.out_dir, f"{ctx.split}_differences.png", f"{ctx.split} AP gap difference (a - b)")
-    return lines + ["", f"![{ctx.split} AP gap differences]({fig})", ""] + _detectable(ctx)
+    detectable = _detectable(ctx)
+    return Section(lines + ["", f"![{ctx.split} AP gap differences]({fig})", ""] + detectable.lines,
+                   {"comparisons": ctx.differences, **detectable.data})
 
 
-def _detectable(ctx: RunsContext) -> list[str]:
+def _detectable(ctx: RunsContext) -> Section:
     """Half-width of the headline comparison (the first two conditions, else the only one against clean)."""
-    first = ctx.report["comparisons"][len(ctx.conditions)] if len(ctx.conditions) > 1 else ctx.report["comparisons"][0]
+    first = ctx.differences[len(ctx.conditions)] if len(ctx.conditions) > 1 else ctx.differences[0]
     half = first["AP_gap"]["half_width"]
-    ctx.report["detectable_difference"] = {"a": first["a"], "b": first["b"], "half_width": half,
-                                           "original_claim": ORIGINAL_CLAIM}
-    scale = "smaller" if ORIGINAL_CLAIM < half else "larger"
-    return [f"Smallest difference these runs can detect on {ctx.split} (half-width of the {ctx.label(first['a'])} - "
-            f"{ctx.label(first['b'])} interval): **{half:.3f}**. The original study's claimed change (AP gap .106 -> "
-            f".110, {ORIGINAL_CLAIM:.3f}) is {scale} than that"
-            + (", so a change of that size cannot be told apart from noise here." if scale == "smaller" else ".")
-            + " A verdict \"not distinguishable\" is not evidence of no change when the interval is wider than the "
-              "change of interest.", ""]
+    data = {"detectable_difference": {"a": first["a"], "b": first["b"], "half_width": half,
+                                      "original_claim": ORIGINAL_CLAIM}}
+    lost = claim_unresolved(half)
+    return Section([f"Smallest difference these runs can detect on {ctx.split} (half-width of the "
+                    f"{ctx.label(first['a'])} - {ctx.label(first['b'])} interval): **{half:.3f}**. {claim_sentence(half)}"
+                    + (", so a change of that size cannot be told apart from noise here." if lost else ".")
+                    + " A verdict \"not distinguishable\" is not evidence of no change when the interval is wider than "
+                      "the change of interest.", ""], data)
 
 
 def _resampling(ctx: RunsContext) -> str:
-    boot = ctx.report["bootstrap"]
+    boot = ctx.boot
     several = [c for c, rs in ctx.conditions.items() if len(rs) > 1]
     single = [c for c, rs in ctx.conditions.items() if len(rs) == 1]
     text = (f"Intervals are 95% paired bootstraps ({ctx.replicates} replicates): each replicate redraws the "
@@ -257,47 +262,41 @@ def _command(run: Run) -> str:
            f"--seed {c.get('seed')} --out {run.path}"
 
 
-def provenance_section(ctx: RunsContext) -> list[str]:
+def provenance_section(ctx: RunsContext) -> Section:
     lines = ["## Runs", "", "Commands rebuilt from each folder's `config.yaml` and `summary.json` (the folders do "
              "not record the command line; a trained run's other settings are in its `config.yaml`):", "", "```bash"]
-    ctx.report["runs"] = {}
+    found = {}
     for cname, runs in ctx.conditions.items():
         for run in runs:
             cmd = _command(run)
-            ctx.report["runs"].setdefault(cname, []).append(
+            found.setdefault(cname, []).append(
                 {"path": run.path, "seed": run.summary.get("seed"), "eps": run.summary.get("eps"),
                  "code_commit": run.summary.get("code_commit"), "command": cmd,
                  "summary_AP_gap": run.summary[ctx.split]["AP_gap"]})
             lines.append(f"{cmd}   # {cname}")
     lines += ["```", "", f"Clean detector: `{ctx.clean_path}`.", ""]
     batches = {r.path: r.config.get("batch_size") for rs in ctx.conditions.values() for r in rs}
+    notes = ()
     if len(set(batches.values())) > 1 and ctx.first.config.get("perturb_padding"):
-        ctx.notes.append("The runs were evaluated with different batch sizes (" + ", ".join(
+        notes = ("The runs were evaluated with different batch sizes (" + ", ".join(
             f"{os.path.basename(p)}: {2 * b}" for p, b in batches.items()) + ") and padding perturbed: padding, "
-            "and so the perturbed results, can differ slightly with the batch.")
-    return lines
+            "and so the perturbed results, can differ slightly with the batch.",)
+    return Section(lines, {"runs": found}, notes)
 
 
 SECTIONS = [conditions_section, differences_section, provenance_section]
-"""The report's sections, in order: each ``(ctx) -> markdown lines``."""
+"""The report's sections, in order: each ``(ctx) -> Section`` (its warnings are the report's notes)."""
 
 
 def build_runs(specs: list[str], out_dir: str, split: str = "test", replicates: int = 1000) -> dict:
     """Validate every run, bootstrap, and only then write OUT/report.md, report.json and figures/."""
     ctx = load_context(specs, out_dir, split, replicates)
-    try:
-        ctx.report["bootstrap"] = bootstrap_gap(*match_tables(ctx), replicates=replicates)
-    except ValueError as e:  # conditions evaluated on different images
-        raise UserError(f"the runs cannot be paired on {split}: {e}") from None
-    ctx.report.update({"split": split, "dataset_fingerprint": ctx.first.summary["dataset_fingerprint"],
-                       "detector_id": ctx.first.summary["detector_id"], "clean_detections": ctx.clean_path,
-                       "settings": {k: ctx.first.config.get(k) for k in CONFIG_FIELDS}, "replicates": replicates})
-    body = [line for section in SECTIONS for line in section(ctx)]
-    ctx.report["resampling"] = _resampling(ctx)
-    ctx.report["notes"] = ctx.notes
-    lines = header(ctx) + [f"> Note: {n}" for n in ctx.notes] + ([""] if ctx.notes else []) + body
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write("\n".join(lines))
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(ctx.report, f, indent=2, default=float)
-    return ctx.report
+    body = run_sections(SECTIONS, ctx)
+    notes = ctx.notes + list(body.warnings)
+    report = {"bootstrap": ctx.boot, "split": split, "dataset_fingerprint": ctx.first.summary["dataset_fingerprint"],
+              "detector_id": ctx.first.summary["detector_id"], "clean_detections": ctx.clean_path,
+              "settings": {k: ctx.first.config.get(k) for k in CONFIG_FIELDS}, "replicates": replicates,
+              **body.data, "resampling": _resampling(ctx), "notes": notes}
+    lines = header(ctx) + [f"> Note: {n}" for n in notes] + ([""] if notes else []) + body.lines
+    write_report(out_dir, lines, report)
+    return report

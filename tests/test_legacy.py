@@ -4,9 +4,10 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
-from analysis.legacy import eval_summary, load
+from analysis.legacy import RERUN_NOISE, baseline_clusters, eval_rows, eval_summary, load, loss_curves
 
 # A verbatim copy of ../shared/legacy/faap_outputs (the published result files), so the test
 # runs wherever the repository is cloned.
@@ -70,3 +71,28 @@ def test_unreadable_files_are_listed(tmp_path):
     problems = dict(frame.attrs["problems"])
     assert "JSONDecodeError" in problems["broken.json"] and "unknown JSON schema" in problems["other.json"]
     assert len(frame) == len(load(LEGACY))
+
+
+def test_baselines_cluster_within_rerun_noise(frame):
+    """Files whose clean AP per group agree within rerun noise share a baseline; the two test splits do not."""
+    rows = eval_rows(frame)
+    for r in rows:
+        if r["has_baseline"]:
+            assert r["AP_gap_change"] == pytest.approx(r["perturbed_AP_gap"] - r["baseline_AP_gap"])
+        else:
+            assert np.isnan(r["AP_gap_change"])
+    clusters = baseline_clusters(rows)
+    test = sorted(round(c["gap"], 4) for c in clusters if c["split"] == "test")
+    assert test == [0.0977, 0.1063]
+    assert sorted(f for c in clusters for f in c["files"]) == sorted(r["source"] for r in rows if r["has_baseline"])
+    for c in clusters:
+        members = [r for r in rows if r["source"] in c["files"]]
+        assert all(abs(r["baseline_AP_male"] - c["key"][0]) <= RERUN_NOISE for r in members)
+    assert len(baseline_clusters(rows, noise=1.0)) == len({r["split"] for r in rows if r["has_baseline"]})
+
+
+def test_loss_curves_per_run(frame):
+    curves = loss_curves(frame)
+    assert "3rd_fix6_gpu_20260306" in curves
+    for epochs in curves.values():
+        assert set(epochs["metric"]) == {"loss"} and epochs["epoch"].dtype.kind == "i" and len(epochs)

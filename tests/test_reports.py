@@ -88,18 +88,18 @@ def test_study_report_numbers_equal_stored(small_study, monkeypatch):
     assert all(h["verdict"] in ("supported", "not supported", "inconclusive") for h in rep["hypotheses"].values())
 
 
-def _shift_finding(ctx):
+def _shift_finding(evidence):
     """A toy hypothesis measured from the best run's saved checkpoint: the perturbation moves features."""
     from faap.variants.base import Finding
 
-    shift = ctx.diagnostics()["feature_shift"]
+    shift = evidence.features()["feature_shift"]
     return Finding("supported" if shift["female"] > 0 else "not supported", f"female features move {shift['female']:.3f}",
                    {"shift": shift["female"]})
 
 
 def _toy_section(ctx):
-    ctx.report["toy"] = {"trials": len(ctx.trials)}
-    return ["## Toy section", ""]
+    """A variant's section: a plain (lines, data) pair, no import of the reports package needed."""
+    return ["## Toy section", ""], {"toy": {"trials": len(ctx.trials)}}
 
 
 def test_a_variant_declares_its_hypotheses_and_sections(small_study, tmp_path):
@@ -107,6 +107,7 @@ def test_a_variant_declares_its_hypotheses_and_sections(small_study, tmp_path):
     from faap.variants import VARIANTS
     from faap.variants.base import Hypothesis, Variant
     from reports.build import _context, hypotheses_section, sections
+    from reports.common import run_sections
 
     class ToyShift(Variant):
         name = "toy_shift"
@@ -127,20 +128,57 @@ def test_a_variant_declares_its_hypotheses_and_sections(small_study, tmp_path):
         name, url, _ = small_study
         ctx = _context(name, url, str(tmp_path), replicates=50, n_images=4)
         ctx.spec.variant = "toy_shift"  # the study's runs are InfoNCE's; the report asks this variant
-        lines = hypotheses_section(ctx)
+        lines, data, _ = hypotheses_section(ctx)
         moved = ctx.report["diagnostics"]["feature_shift"]["female"]
-        assert ctx.report["hypotheses"] == {"moves": {"verdict": "supported" if moved > 0 else "not supported",
-                                                      "text": f"female features move {moved:.3f}", "shift": moved}}
+        assert data == {"hypotheses": {"moves": {"verdict": "supported" if moved > 0 else "not supported",
+                                                 "text": f"female features move {moved:.3f}", "shift": moved}}}
         assert any(line.startswith("1. **The perturbation moves features: ") for line in lines)
-        json.dumps(ctx.report, default=float)  # what build writes to report.json
+        json.dumps({**ctx.report, **data}, default=float)  # what build writes to report.json
         assert sections(ToyShift)[-2:] == [_toy_section, sections(Quiet)[-1]]
+        assert run_sections([_toy_section], ctx) == (["## Toy section", ""], {"toy": {"trials": len(ctx.trials)}}, ())
         ctx.spec.variant = "toy_quiet"
-        lines = hypotheses_section(ctx)
-        assert ctx.report["hypotheses"] == {} and "declares no failure hypotheses" in " ".join(lines)
+        lines, data, _ = hypotheses_section(ctx)
+        assert data == {"hypotheses": {}} and "declares no failure hypotheses" in " ".join(lines)
         assert "inconclusive" not in " ".join(lines)
     finally:
         VARIANTS.pop("toy_shift", None)
         VARIANTS.pop("toy_quiet", None)
+
+
+def test_a_refused_report_writes_nothing(small_study, tmp_path, capsys):
+    """A study not in the storage, no storage at all, or no legacy folder: one line, exit 2, no folder left."""
+    from faap.cli import main
+
+    _, url, _ = small_study
+    out = tmp_path / "report"
+    cases = {("nosuch", "--storage", url): "no study 'nosuch'",
+             ("nosuch", "--storage", str(tmp_path / "none" / "journal.log")): "no study storage",
+             ("--legacy", str(tmp_path / "nope")): "legacy results folder not found"}
+    for args, words in cases.items():
+        assert main(["report", *args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+        assert not out.exists(), os.listdir(out)
+
+
+def test_sections_merge_their_data_and_share_the_claim():
+    """Two sections giving one report.json key is a bug, not a silent overwrite; the claim is stated once."""
+    from reports.common import ORIGINAL_CLAIM, claim_sentence, fmt_signed, run_sections
+
+    def first(ctx):
+        return ["a"], {"x": 1}
+
+    def second(ctx):
+        return ["b"], {"y": 2}, ("careful",)
+
+    assert run_sections([first, second], None) == (["a", "b"], {"x": 1, "y": 2}, ("careful",))
+    with pytest.raises(ValueError, match="second"):
+        run_sections([first, second, second], None)
+    assert ORIGINAL_CLAIM == 0.004
+    assert claim_sentence(0.01) == ("The original study's claimed change (AP gap .106 -> .110, 0.004) is smaller "
+                                    "than that")
+    assert claim_sentence(0.002).endswith("is larger than that")
+    assert fmt_signed(-0.0001) == "+0.000" and fmt_signed(float("nan")) == "n/a" and fmt_signed(-0.0126) == "-0.013"
 
 
 def test_legacy_report_numbers_equal_files(tmp_path):
