@@ -59,15 +59,16 @@ def _train_variant(flag: str | None, in_config: str | None, config_path: str | N
 
 def _eval(args) -> None:
     from faap.config import parse_set
-    from faap.reeval import judge_generator, reevaluate
+    from faap.reeval import check_split, judge_generator
 
+    if args.split is not None:
+        check_split(args.split)
     if args.run:
-        for flag in ("data", "detector", "eps", "out", "set"):
-            if getattr(args, flag) is not None:
-                raise UserError(f"--{flag} goes with --generator, not with --run (a run folder records it)")
-        result = reevaluate(args.run, args.epoch, args.split or "val", args.device)
-        print(json.dumps(result, indent=2))
+        _eval_run(args)
         return
+    for flag in ("epochs", "dump_images"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag.replace('_', '-')} goes with --run, not with --generator")
     missing = [f"--{k}" for k in ("data", "detector", "out") if getattr(args, k) is None]
     if missing:
         raise UserError(f"--generator needs {', '.join(missing)}")
@@ -77,6 +78,37 @@ def _eval(args) -> None:
     print(f"{args.generator} on {split} (eps {summary['eps']:g}): AP gap {summary[split]['AP_gap']:+.4f} "
           f"(clean {summary['baseline'][split]['AP_gap']:+.4f}), AR gap {summary[split]['AR_gap']:+.4f} "
           f"(clean {summary['baseline'][split]['AR_gap']:+.4f}); written to {args.out}")
+
+
+def _eval_run(args) -> None:
+    """``faap eval --run``: re-evaluate one checkpoint, every chosen epoch (--epochs), or dump images."""
+    from faap.reeval import evaluate_epochs, reevaluate
+
+    for flag in ("data", "detector", "eps", "out", "set"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag} goes with --generator, not with --run (a run folder records it)")
+    if args.epochs is not None and (args.epoch is not None or args.dump_images is not None):
+        raise UserError(f"--epochs goes alone (not with {'--epoch' if args.epoch is not None else '--dump-images'})")
+    if args.dump_images is not None:
+        from faap.dump import dump_images
+
+        index = dump_images(args.run, args.dump_images, args.split or "val", args.epoch, args.device)
+        print(f"{len(index['images'])} images of {index['split']} (epoch {index['epoch']}, eps {index['eps']:g}) "
+              f"written to {index['folder']} (index.json, index.csv)")
+    elif args.epochs is not None:
+        def show(r):
+            print(f"epoch {r['epoch']} on {r['split']} (exploratory): AP gap {r['gaps']['AP']['perturbed']:+.4f} "
+                  f"(clean {r['gaps']['AP']['baseline']:+.4f}), AR gap {r['gaps']['AR']['perturbed']:+.4f}", flush=True)
+
+        from faap.rundir import RunDir
+
+        split = args.split or "test"
+        records = evaluate_epochs(args.run, args.epochs, split, args.device, report=show)
+        where = os.path.dirname(RunDir(args.run).exploratory_path(split, records[0]["epoch"]))
+        print(f"{len(records)} exploratory records written to {where} (choosing an epoch by them is selection "
+              f"on {split})")
+    else:
+        print(json.dumps(reevaluate(args.run, args.epoch, args.split or "val", args.device), indent=2))
 
 
 def _synth(args) -> None:
@@ -194,7 +226,12 @@ def _add_eval(sub) -> None:
     which.add_argument("--generator", help="a generator checkpoint (the suite's or the original code's .pth): "
                        "evaluate it clean and perturbed into a new run folder --out")
     e.add_argument("--epoch", type=int, help="with --run; default: the selected epoch (or the last)")
-    e.add_argument("--split", choices=["train", "val", "test"], help="default: val with --run, test with --generator")
+    e.add_argument("--epochs", metavar="all|E1,E2", help="with --run: evaluate each saved epoch named (default split: "
+                   "test) into eval/exploratory/, marked exploratory; the run's selection is not changed")
+    e.add_argument("--dump-images", type=int, metavar="N", help="with --run: write the clean, perturbed and "
+                   "amplified-perturbation PNGs of the first N images per group (default split: val) to dumps/")
+    e.add_argument("--split", help="train, val or test; default: val with --run (test with --epochs), "
+                   "test with --generator")
     e.add_argument("--data", help="with --generator: dataset root")
     e.add_argument("--detector", help="with --generator: 'demo', a transformers folder or hub id, or a DETR .pth")
     e.add_argument("--eps", type=float, help="with --generator: the budget (required for an original checkpoint; "

@@ -1,5 +1,6 @@
-"""``faap eval``: re-evaluate a saved checkpoint of a run folder (``--run``), or judge any generator
-checkpoint, the suite's or the original code's (``--generator``), into a new run folder."""
+"""``faap eval``: re-evaluate a saved checkpoint of a run folder (``--run``), every saved epoch of it
+(``--epochs``, exploratory), or judge any generator checkpoint, the suite's or the original code's
+(``--generator``), into a new run folder."""
 
 from __future__ import annotations
 
@@ -11,19 +12,38 @@ import torch
 
 from faap import checkpoint as ckpt
 from faap.config import TrainConfig, build_config, code_commit
-from faap.data.coco import fingerprint, load_split
+from faap.data.coco import SPLITS, fingerprint, load_split
 from faap.data.images import screen
-from faap.errors import UserError
-from faap.evaluate import Evaluator, clean_detections_path, summarize
+from faap.errors import UserError, did_you_mean
+from faap.evaluate import Evaluator, clean_baseline, clean_detections_path, summarize
 from faap.generator import build_generator, load_generator
 from faap.rundir import RunDir
 from faap.runtime import detector_for, open_run, resolve_device
 from faap.schedules import epsilon_at
-from faap.trainer import judge_split
+from faap.trainer import eval_record, judge_split
 from faap.variants import variant_of_original
 
 EVAL_FIELDS = ("eval_size", "max_size", "batch_size", "perturb_padding", "num_workers")
 """Settings of a judged checkpoint's evaluation: from a suite checkpoint's recorded config, then ``--set``."""
+
+EXPLORATORY_NOTE = ("exploratory: epochs evaluated on {split} one by one; choosing an epoch by these numbers is "
+                    "selection on {split}. The run selects on val (selected_epoch, summary.json).")
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise UserError(f"unknown split '{split}' (use {', '.join(SPLITS)}){did_you_mean(split, SPLITS)}")
+    return split
+
+
+def run_generator(cfg, state: dict, device):
+    """G of a run's checkpoint ``state``, in eval mode: the one place ``--run`` builds it."""
+    return build_generator(cfg.channels_last, device, state["generator"]).eval()
+
+
+def _max_images(cfg, split: str) -> int:
+    """Images per group a re-evaluation uses: val as in training (``eval_max_images``), else all."""
+    return cfg.eval_max_images if split == "val" else 0
 
 
 def reevaluate(run_dir: str, epoch: int | None = None, split: str = "val", device: str = "auto",
@@ -32,16 +52,69 @@ def reevaluate(run_dir: str, epoch: int | None = None, split: str = "val", devic
 
     Evaluation uses the eps recorded in that checkpoint, never a hand-set value.
     """
+    check_split(split)
     if epoch is None:
         epoch = RunDir(run_dir).selected_epoch()
     dev = resolve_device(device)
     cfg, state, groups, detector = open_run(run_dir, epoch, split, dev)
-    generator = build_generator(cfg.channels_last, dev, state["generator"])
+    generator = run_generator(cfg, state, dev)
     if max_images is None:
-        max_images = cfg.eval_max_images if split == "val" else 0
+        max_images = _max_images(cfg, split)
     result = Evaluator(groups, detector, cfg, dev, max_images).run(generator, state["eps"])
     return {"run": run_dir, "epoch": state["epoch"], "split": split, "eps": state["eps"], **summarize(result),
             "details": result}
+
+
+def epochs_to_evaluate(spec: str, run_dir: str) -> list[int]:
+    """The epochs ``--epochs`` names (``all`` or a list like ``0,2``), each with a saved checkpoint."""
+    saved = RunDir(run_dir).checkpoint_epochs()
+    if not saved:
+        raise UserError(f"no checkpoints in {os.path.join(run_dir, 'checkpoints')}")
+    if spec.strip() == "all":
+        return saved
+    try:
+        wanted = sorted({int(s) for s in spec.split(",") if s.strip()})
+    except ValueError:
+        wanted = []
+    if not wanted:
+        raise UserError(f"--epochs takes 'all' or epoch numbers like 0,2 (got '{spec}')")
+    missing = [e for e in wanted if e not in saved]
+    if missing:
+        raise UserError(f"--epochs: no checkpoint for epoch {missing[0]} in {run_dir} "
+                        f"(saved: {', '.join(map(str, saved))})")
+    return wanted
+
+
+def evaluate_epochs(run_dir: str, spec: str, split: str = "test", device: str = "auto", report=None) -> list[dict]:
+    """Evaluate the checkpoints of the epochs ``spec`` names on ``split``; write each one's eval record,
+    marked ``"exploratory": true``, to ``eval/exploratory/{split}_epoch_NNNN.json``.
+
+    The run's selection, ``summary.json``, ``metrics.jsonl`` and ``eval/*.json`` are never touched:
+    the researchers' per-epoch test tables live beside them, for the report to show the bias of
+    choosing an epoch on test. ``report(record)`` is called as each record is written.
+    """
+    check_split(split)
+    run = RunDir(run_dir)
+    recorded = run.read_config()  # one line when it is not a run folder
+    epochs = epochs_to_evaluate(spec, run_dir)
+    dev = resolve_device(device)
+    cfg, state, groups, detector = open_run(run_dir, epochs[0], split, dev)
+    recorded = {**recorded, "detector_id": detector.detector_id}  # the detector that made these numbers
+    evaluator = Evaluator(groups, detector, cfg, dev, _max_images(cfg, split))
+    baseline = clean_baseline(evaluator, recorded["dataset_fingerprint"], split)
+    marks = {"exploratory": True, "note": EXPLORATORY_NOTE.format(split=split), "selected_epoch": run.selected_epoch(),
+             "max_images": evaluator.settings["max_images"]}
+    records = []
+    for epoch in epochs:
+        state = state if state["epoch"] == epoch else ckpt.load(run_dir, epoch, map_location=dev)
+        result = evaluator.run(run_generator(cfg, state, dev), state["eps"])
+        record = {**eval_record(split, epoch, state["eps"], result, baseline, recorded, ckpt.path_for(run_dir, epoch)),
+                  **marks}
+        run.write_json(run.exploratory_path(split, epoch), record)
+        records.append(record)
+        if report:
+            report(record)
+    return records
 
 
 def _original_scheduled_eps(obj: dict) -> float | None:

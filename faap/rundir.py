@@ -8,6 +8,9 @@ A run folder (``faap train``, a sweep trial's seed, or a judged checkpoint)::
     checkpoints/epoch_NNNN.pt         per-epoch checkpoints
     eval/{split}_epoch_NNNN.json      eval JSON of one checkpoint on one split
     eval/{split}_detections.json.gz   saved detections (the paired bootstraps read them)
+    eval/exploratory/{split}_epoch_NNNN.json   ``faap eval --epochs``: any epoch on any split, marked
+                                      exploratory (never read for selection; summary.json is untouched)
+    dumps/{split}_epoch_NNNN/         ``faap eval --dump-images``: PNGs and index.json / index.csv
 
 A trial folder holds one run folder per seed: ``seedN``.
 """
@@ -59,6 +62,13 @@ class RunDir:
     def detections_path(self, split: str) -> str:
         return self.file("eval", f"{split}_detections.json.gz")
 
+    def exploratory_path(self, split: str, epoch: int) -> str:
+        """Outside ``eval/*.json`` on purpose: readers of a run's own evaluations never see these."""
+        return self.file("eval", "exploratory", f"{split}_epoch_{epoch:04d}.json")
+
+    def dump_dir(self, split: str, epoch: int) -> str:
+        return self.file("dumps", f"{split}_epoch_{epoch:04d}")
+
     @staticmethod
     def of_seed(trial_dir: str, seed: int) -> "RunDir":
         """The run folder of one seed of a trial."""
@@ -109,6 +119,14 @@ class RunDir:
     def read_eval(self, split: str, epoch: int) -> dict:
         with open(self.eval_path(split, epoch)) as f:
             return json.load(f)
+
+    def read_exploratory(self, split: str) -> list[dict]:
+        """The exploratory per-epoch records of ``split`` (``faap eval --epochs``), by epoch ([] if none)."""
+        records = []
+        for path in glob.glob(self.exploratory_path(split, 0).replace("_epoch_0000", "_epoch_*")):
+            with open(path) as f:
+                records.append(json.load(f))
+        return sorted(records, key=lambda r: r["epoch"])
 
     # ---- writes ------------------------------------------------------------------------
     def write_config(self, resolved: dict) -> None:
