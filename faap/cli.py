@@ -175,7 +175,10 @@ def _report(args) -> None:
     else:
         from reports.build import build
 
-        build(args.study, args.storage, args.out, replicates=args.replicates)
+        from reports.common import ORIGINAL_CLAIM
+
+        plan_for = ORIGINAL_CLAIM if args.plan_for is None else args.plan_for
+        build(args.study, args.storage, args.out, replicates=args.replicates, plan_for=plan_for)
     print(f"report written to {os.path.join(args.out, 'report.md')}")
 
 
@@ -324,6 +327,9 @@ def _add_report(sub) -> None:
     r.add_argument("--split", help="with --runs: the split the runs were evaluated on (default: test)")
     r.add_argument("--out", required=True, help="report folder (report.md, figures/)")
     r.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates")
+    r.add_argument("--plan-for", type=float, metavar="SIZE",
+                   help="study report: the change in AP gap the seed/image plan sizes a study for (default: the "
+                        "size of the original study's claimed change)")
     _add_threads(r)
     r.set_defaults(func=_report)
 

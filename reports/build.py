@@ -19,17 +19,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.bootstrap import bootstrap_gap, holm
+from analysis.bootstrap import bootstrap_gap, holm, match_table
 from analysis.diagnostics import feature_diagnostics
 from analysis.evidence import study_evidence
+from analysis.plan import Components, plan
 from analysis.seeds import probability_of_improvement, seed_stats
 from analysis.study import load_study_data
+from faap.data.coco import load_split
 from faap.errors import UserError
 from faap.metrics import METRICS, MINIMIZE
+from faap.oracle import oracle_detections
 from faap.rundir import RunDir
 from faap.variants import VARIANTS, get_variant
 from reports import figures
-from reports.common import (CLEAN_LABEL, Section, claim_sentence, fmt_ci, fmt_interval, fmt_signed, match_tables,
+from reports.common import (CLEAN_LABEL, ORIGINAL_CLAIM, Section, claim_sentence, fmt_ci, fmt_interval, fmt_signed, match_tables,
                             run_sections, verdict_word, write_report)
 from reports.examples import example_grid
 
@@ -56,6 +59,8 @@ class Context:
     compared: list[str]
     tables: dict = field(default_factory=dict)
     """split -> (male, female) match tables per condition (one per seed run)."""
+    plan_for: float = ORIGINAL_CLAIM
+    """The change the plan line sizes a study for (the original claim by default)."""
     report: dict = field(default_factory=dict)
     """The context's own numbers (study, metric, best, median, reference, the bootstrap per split), the
     start of report.json."""
@@ -153,8 +158,27 @@ def verdict(ctx: Context) -> Section:
               f"**{half:.3f}**. {claim_sentence(half)}.", "",
               "The best trial is picked by its validation value, so its val comparison is optimistic; the "
               "test comparison is the one to trust.", ""]
+    data["plan"] = plan(Components(**data["verdict_test"]["difference"]["components"]), ctx.plan_for)
+    lines += [_plan_line(data["plan"]), ""]
     null = _null_check(ctx)
     return Section(lines + null.lines, {**data, **null.data}, null.warnings)
+
+
+def _plan_line(p: dict) -> str:
+    """What a study would need for the verdict's 95% half-width to reach ``p['target']`` (analysis/plan.py)."""
+    c, target = p["components"], p["target"]
+    head = f"Plan for a change of {target:.3f}: "
+    if p["half_width_now"] is None:
+        return head + ("the seed noise needs at least two seeds per condition to be estimated, so no seed or image "
+                       "count can be given.")
+    seeds = (f"**{p['seeds_needed']} seeds** per condition at these {c['images']} test images" if p["seeds_needed"]
+             else f"no number of seeds (up to 1000) at these {c['images']} test images")
+    images = (f"**{p['images_needed']} test images** at these seeds ({c['runs_a']} and {c['runs_b']})"
+              if p["images_needed"] else "no number of test images at these seeds (their seed noise alone is wider)")
+    return (head + f"the verdict's 95% half-width would reach it with {seeds}, or with {images} (now "
+            f"{p['half_width_now']:.3f}; from the bootstrap's variance components: between seeds "
+            f"{c['seed_a']:.2e} and {c['seed_b']:.2e}, run-by-image {c['noise_a']:.2e} and {c['noise_b']:.2e}, "
+            f"shared images {c['image']:.2e}).")
 
 
 def _null_check(ctx: Context) -> Section:
@@ -179,6 +203,42 @@ def _null_check(ctx: Context) -> Section:
                   f"are the same condition.{single} seed-to-seed variation is larger than the image noise, "
                   "and intervals resting on few seeds understate it. Run more seeds before trusting a verdict.",)
     return Section([f"Null check (negative control): {text}.", ""], data, warned)
+
+
+def control_section(ctx: Context) -> Section:
+    """Positive control on the synthetic benchmark: the oracle perturbation's change of the test AP gap
+    (same eps as the best run, same test images) next to the reference's and the best trial's."""
+    groups = load_split(ctx.spec.data, "test")
+    if not groups["female"].coco.get("info", {}).get("synth_config"):
+        return Section([])  # real data: there is no oracle to compare with
+    summary = ctx.data.run_summary(ctx.best.runs[0])
+    oracle = oracle_detections(ctx.spec.data, ctx.spec.detector, summary["eps"], "test")
+    male, female = ctx.tables["test"]
+    names = list(dict.fromkeys(["clean", ctx.ref, ctx.best.name]))
+    table = match_table(groups["female"].coco, oracle["female"], oracle["image_ids"]["female"])
+    boot = bootstrap_gap({**{c: male[c] for c in names}, "oracle": male["clean"]},
+                         {**{c: female[c] for c in names}, "oracle": [table]}, replicates=ctx.replicates)
+    closable = boot["differences"]["oracle - clean"]["AP_gap"]
+    lines = ["## Positive control (synthetic benchmark)", "",
+             f"The benchmark veils the female images; a hand-written perturbation within the same budget (eps "
+             f"{oracle['eps']:.3f}, female images only) lifts the veil. Its change is what this benchmark lets a "
+             "perturbation close; each condition's change is measured against the clean detector on the same test "
+             "images.", "", "| condition | test AP gap [95% CI] | change vs clean [95% CI] | share of the oracle's change |",
+             "| --- | --- | --- | --- |"]
+    rows = {}
+    for cname in ["oracle"] + names[1:]:
+        d = boot["differences"][f"{cname} - clean"]["AP_gap"]
+        share = d["value"] / closable["value"] if closable["value"] else float("nan")
+        rows[cname] = {"change": d, "share": share}
+        who = "oracle perturbation" if cname == "oracle" else ctx.label(cname)
+        lines.append(f"| {who} | {fmt_ci(boot['conditions'][cname]['AP_gap'])} | {fmt_signed(d['value'])} "
+                     f"{fmt_interval(d)} | {share:.0%} |")
+    lines += ["", "(The share is the ratio of the two point estimates.)", ""]
+    warned = ()
+    if closable["ci"][1] >= 0:
+        warned = ("> **Warning: the positive control cannot fire.** The oracle perturbation does not shrink the test "
+                  f"AP gap distinguishably ({fmt_signed(closable['value'])} {fmt_interval(closable)}).",)
+    return Section(lines, {"positive_control": {"eps": oracle["eps"], "veil": oracle["veil"], **rows}}, warned)
 
 
 def comparison_table(ctx: Context) -> Section:
@@ -333,7 +393,7 @@ def reproduce_section(ctx: Context) -> Section:
                     f"({summary['select_metric']}), test evaluated once per run.", ""])
 
 
-SECTIONS = [verdict, comparison_table, seeds_section, curves_section, params_section, hypotheses_section,
+SECTIONS = [verdict, control_section, comparison_table, seeds_section, curves_section, params_section, hypotheses_section,
             other_section, reproduce_section]
 """The report's sections, in order: each ``(ctx) -> Section``; the study's variant adds its own
 ``report_sections`` before the last (see :func:`sections`), each ``(ctx) -> (lines, data)``."""
@@ -344,9 +404,13 @@ def sections(variant) -> list:
     return [*SECTIONS[:-1], *variant.report_sections, SECTIONS[-1]]
 
 
-def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_images: int = 64) -> dict:
+def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_images: int = 64,
+          plan_for: float = ORIGINAL_CLAIM) -> dict:
     """Load and check the study (nothing is written when it is refused), then write the report."""
+    if not plan_for > 0:
+        raise UserError(f"--plan-for must be a positive change in AP gap (got {plan_for})")
     ctx = _context(name, url, out_dir, replicates, n_images)
+    ctx.plan_for = plan_for
     body = run_sections(sections(ctx.variant), ctx)
     report = {**ctx.report, **body.data, "warnings": list(body.warnings)}
     write_report(out_dir, _header(ctx) + [w for warning in body.warnings for w in (warning, "")] + body.lines, report)

@@ -86,6 +86,33 @@ def test_study_report_numbers_equal_stored(small_study, monkeypatch):
         assert text.index("Warning: the null check failed") < text.index("## Verdict")
     assert set(rep["hypotheses"]) == {"h1", "h2", "h3"}
     assert all(h["verdict"] in ("supported", "not supported", "inconclusive") for h in rep["hypotheses"].values())
+    _assert_control_and_plan(rep, text, tiny_data_root(data))
+
+
+def tiny_data_root(data):
+    return data.spec.data
+
+
+def _assert_control_and_plan(rep, text, root):
+    """The oracle's change is the one 'faap data oracle' measures (same eps, same test images); the plan's
+    counts reach the target they were asked for."""
+    from analysis.plan import Components, half_width
+    from faap.oracle import oracle_effect
+
+    control = rep["positive_control"]
+    assert "## Positive control (synthetic benchmark)" in text
+    measured = oracle_effect(root, "demo", control["eps"], "test")
+    assert control["oracle"]["change"]["value"] == pytest.approx(measured["AP_gap_change"], abs=1e-9)
+    assert control["oracle"]["share"] == pytest.approx(1.0)
+    assert set(control) >= {"adversarial", rep["best"]}
+    p = rep["plan"]
+    c = Components(**p["components"])
+    assert p["target"] == 0.004 and "Plan for a change of 0.004" in text
+    assert p["half_width_now"] == pytest.approx(half_width(c, c.runs_a, c.runs_b))
+    if p["seeds_needed"]:
+        assert half_width(c, p["seeds_needed"], p["seeds_needed"]) <= 0.004
+    if p["images_needed"]:
+        assert half_width(c, c.runs_a, c.runs_b, p["images_needed"] / c.images) <= 0.004 * 1.0001
 
 
 def _shift_finding(evidence):
