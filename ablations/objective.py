@@ -86,7 +86,7 @@ def run_trial(trial: optuna.Trial, spec: StudySpec, study_dir: str, variant: str
     trial.set_user_attr("trial_dir", trial_dir)
     metrics = [o["metric"] for o in spec.objectives]
     per_seed, resumed_from = {}, None
-    for i, seed in enumerate(spec.seeds):
+    for i, seed in enumerate(spec.seeds_of(is_baseline)):
         if is_baseline:
             values = {**_shared(spec.base), **_shared(spec.fixed), "seed": seed, "data": spec.data,
                       "detector": spec.detector}

@@ -19,6 +19,8 @@ A spec::
     pruner: {type: median, n_startup_trials: 2, n_warmup_steps: 1}   # median, hyperband, wilcoxon, none
     n_trials: 20
     seeds: [42, 43, 44]                 # each trial's value is the mean over its seeds
+    reference_seeds: [42, 43, 44, 45, 46]   # the baseline variants' seeds (default: seeds); the reference every
+                                        # verdict stands on can have more seeds than each trial
     baselines: [adversarial, clean]     # run first, with their defaults (default: the variant's reference, clean)
 """
 
@@ -40,7 +42,7 @@ SAMPLERS = ("grid", "random", "tpe", "nsga2", "auto")
 PRUNERS = ("median", "hyperband", "wilcoxon", "none")
 PARAM_TYPES = ("float", "int", "categorical", "grid")
 KEYS = ("study", "variant", "data", "detector", "base_config", "fixed", "search_space", "sampler", "objectives",
-        "constraints", "pruner", "n_trials", "seeds", "baselines", "description")
+        "constraints", "pruner", "n_trials", "seeds", "reference_seeds", "baselines", "description")
 
 
 class SpecError(UserError):
@@ -81,6 +83,12 @@ class StudySpec:
     baselines: list[str]
     source: str = ""
     description: str = ""
+    reference_seeds: list[int] = field(default_factory=list)
+    """Seeds of the baseline variants' runs (the spec's ``seeds`` when it does not say)."""
+
+    def seeds_of(self, baseline: bool) -> list[int]:
+        """The seeds one trial of the study (``baseline`` False) or of a baseline variant runs."""
+        return self.reference_seeds if baseline else self.seeds
 
     @property
     def directions(self) -> list[str]:
@@ -227,14 +235,28 @@ def _check_budget(raw, source: str, variant: str, n_objectives: int) -> tuple[st
     n_trials = raw["n_trials"]
     if not isinstance(n_trials, int) or n_trials < 1:
         _fail(source, f"n_trials must be a positive int (got {n_trials!r})")
-    seeds = raw.get("seeds", [42])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
-        _fail(source, "seeds must be a non-empty list of distinct ints")
+    seeds = _check_seeds(raw.get("seeds", [42]), source, "seeds")
     baselines = raw.get("baselines", list(dict.fromkeys([VARIANTS[variant].reference, "clean"]))) or []
     for b in baselines:
         if b != "clean" and b not in VARIANTS:
             _fail(source, f"unknown baseline '{b}' (use 'clean' or a variant: {', '.join(VARIANTS)})")
     return sampler, pruner, n_trials, seeds, baselines
+
+
+def _check_seeds(seeds, source: str, key: str) -> list[int]:
+    if (not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        _fail(source, f"{key} must be a non-empty list of distinct ints")
+    return seeds
+
+
+def _reference_seeds(raw, source: str, seeds: list[int], baselines: list[str]) -> list[int]:
+    """The baseline variants' seeds: the trials' unless the spec gives its own (for a variant baseline)."""
+    if "reference_seeds" not in raw:
+        return list(seeds)
+    if not any(b != "clean" for b in baselines):
+        _fail(source, "reference_seeds needs a baseline variant to run them (the clean detector has no seeds)")
+    return _check_seeds(raw["reference_seeds"], source, "reference_seeds")
 
 
 def _resolve_sampler(spec: "StudySpec") -> None:
@@ -262,6 +284,6 @@ def parse_spec(raw, source: str = "<spec>") -> StudySpec:
     sampler, pruner, n_trials, seeds, baselines = _check_budget(raw, source, variant, len(objectives))
     spec = StudySpec(study, variant, str(raw.get("data", "synthetic")), str(raw.get("detector", "demo")), base,
                      fixed, params, sampler, objectives, constraints, pruner, n_trials, seeds, baselines, source,
-                     str(raw.get("description", "")))
+                     str(raw.get("description", "")), _reference_seeds(raw, source, seeds, baselines))
     _resolve_sampler(spec)
     return spec

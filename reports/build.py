@@ -121,9 +121,10 @@ def _context(name: str, url: str | None, out_dir: str, replicates: int, n_images
 
 def _header(ctx: Context) -> list[str]:
     spec, test = ctx.spec, ctx.report["splits"]["test"]
+    seeds = f"{spec.seeds}" + (f" (baselines: {spec.reference_seeds})" if spec.reference_seeds != spec.seeds else "")
     return [f"# Study report: {ctx.name}", "",
             (f"{spec.description}. " if spec.description else "") + f"Variant `{spec.variant}`, {len(ctx.trials)} "
-            f"completed trial(s), seeds {spec.seeds}; dataset `{spec.data}` (fingerprint "
+            f"completed trial(s), seeds {seeds}; dataset `{spec.data}` (fingerprint "
             f"`{ctx.data.clean.get('fingerprint', '?')}`), detector `{spec.detector}`. Epochs are selected on **val**; "
             "**test** is evaluated once per run. AP/AR are fractions in [0, 1]. Intervals are 95% hierarchical paired "
             f"bootstraps ({ctx.replicates} replicates): each replicate redraws the images ({test['images']['male']} male "
@@ -191,7 +192,7 @@ def _null_check(ctx: Context) -> Section:
     halves = {"first half": slice(0, n // 2), "second half": slice(n // 2, n)}
     split = ({h: male[ref][s] for h, s in halves.items()}, {h: female[ref][s] for h, s in halves.items()})
     d = bootstrap_gap(*split, replicates=ctx.replicates)["differences"]["first half - second half"]["AP_gap"]
-    seeds = ctx.spec.seeds
+    seeds = ctx.spec.seeds_of(baseline=True)  # the reference is a baseline variant here
     word = verdict_word(d)
     data = {"null_check": {"difference": d, "word": word, "halves": [seeds[: n // 2], seeds[n // 2:]]}}
     text = (f"the {ctx.label(ref)}'s seeds {seeds[: n // 2]} against its seeds {seeds[n // 2:]} on test: difference "
@@ -389,7 +390,7 @@ def reproduce_section(ctx: Context) -> Section:
                     f"faap sweep run {source}" + (f" --storage {ctx.url}" if ctx.url else ""),
                     f"faap sweep status {ctx.name}", f"faap report {ctx.name} --out {ctx.out_dir}", "```", "",
                     f"- code commit `{summary['code_commit']}`; dataset fingerprint `{summary['dataset_fingerprint']}`; "
-                    f"detector `{summary['detector_id']}`; seeds {ctx.spec.seeds}; epochs selected on val "
+                    f"detector `{summary['detector_id']}`; seeds {ctx.spec.seeds}, baselines' {ctx.spec.reference_seeds}; epochs selected on val "
                     f"({summary['select_metric']}), test evaluated once per run.", ""])
 
 

@@ -280,3 +280,22 @@ def test_example_grid_labels_wrap_within_their_column():
     assert _wrap(draw, "adversarial perturbation", 124) == ["adversarial perturbation"]  # was cut at 22 characters
     assert _wrap(draw, "adversarial perturbation", 80) == ["adversarial", "perturbation"]
     assert _wrap(draw, "clean", 124) == ["clean"]
+
+
+def test_reference_seeds_run_the_baseline_more_often(tiny_data, tmp_path):
+    """``reference_seeds``: the 7th runs its own seeds, the trials theirs; the report's null check splits the
+    reference's seeds."""
+    from analysis.study import load_study_data
+    from reports.build import build
+
+    url = str(tmp_path / "studies" / "journal.log")
+    spec = write_spec(tmp_path, tiny_data, "refseeds", [0.2], epochs=1, baselines=["adversarial", "clean"],
+                      reference_seeds=[42, 43, 44])
+    _, name = prepare(spec, url)
+    work(name, url, "off", heartbeat_interval=5, log=lambda m: None)
+    data = load_study_data(name, url)
+    assert len(data.conditions["adversarial"].runs) == 3 and len(data.conditions["trial 0"].runs) == 1
+    rep = build(name, url, str(tmp_path / "report"), replicates=100, n_images=8)
+    assert rep["splits"]["test"]["conditions"]["adversarial"]["runs"] == 3
+    assert rep["null_check"]["halves"] == [[42], [43, 44]]
+    assert rep["plan"]["half_width_now"] is None  # one seed for the trial: its seed noise is unknown

@@ -47,6 +47,9 @@ BASE = {"study": "s", "variant": "infonce", "search_space": {"temperature": {"ty
     ({"sampler": "grid"}, "sampler grid needs listed values"),
     ({"fixed": {"epochs": 0}}, "fixed: epochs must be > 0"),
     ({"seeds": [1, 1]}, "seeds must be a non-empty list of distinct ints"),
+    ({"reference_seeds": [1, 1]}, "reference_seeds must be a non-empty list of distinct ints"),
+    ({"reference_seeds": []}, "reference_seeds must be a non-empty list of distinct ints"),
+    ({"reference_seeds": [1, 2], "baselines": ["clean"]}, "reference_seeds needs a baseline variant"),
     ({"n_trail": 3}, "unknown key 'n_trail' (did you mean 'n_trials'?)"),
     ({"constraints": [{"metric": "AP_gap_drop", "max": 0.1}]},  # a gap is minimised: it has no drop to bound
      "a constraint is {metric: one of AP_mean_drop, AP_female_drop, AP_male_drop, max: number}"),
@@ -55,6 +58,13 @@ def test_bad_specs(change, message):
     with pytest.raises(SpecError) as e:
         parse_spec({**BASE, **change}, "x.yaml")
     assert str(e.value).startswith("x.yaml: ") and message in str(e.value), str(e.value)
+
+
+def test_reference_seeds_default_to_the_trials_and_go_to_baselines_only():
+    spec = parse_spec({**BASE, "seeds": [1, 2]})
+    assert spec.seeds_of(baseline=True) == spec.seeds_of(baseline=False) == [1, 2]
+    spec = parse_spec({**BASE, "seeds": [1, 2], "reference_seeds": [1, 2, 3, 4, 5]})
+    assert spec.seeds_of(baseline=True) == [1, 2, 3, 4, 5] and spec.seeds_of(baseline=False) == [1, 2]
 
 
 def test_auto_sampler_and_grid_expansion():
