@@ -55,15 +55,19 @@ def _placement(p):
 
 
 def _needs_storage(func):
-    """Check an RDB storage before anything else: one line (password masked) and exit 2 if unreachable."""
+    """Check an RDB storage before anything else: one line (password masked) and exit 2 if unreachable.
+    Where every sweep command (a spawned worker too) starts: Optuna's own log goes quiet here."""
     @functools.wraps(func)
     def checked(args):
-        from ablations.storage import check_reachable, set_storage_timeout
+        from ablations.storage import backend_for, set_storage_timeout
+        from ablations.study import quiet_optuna
 
         if hasattr(args, "storage_timeout"):
             _check_fault_settings(args)
             set_storage_timeout(args.storage_timeout)
-        check_reachable(args.storage)
+        if args.storage:
+            backend_for(args.storage).check_reachable()
+        quiet_optuna()
         return func(args)
     return checked
 
@@ -184,8 +188,7 @@ def _print_status(name, url) -> None:
 
     from ablations.runner import status_frame
 
-    study, df = status_frame(name, url)
-    spec = study.spec
+    (study, spec), df = status_frame(name, url)
     with pd.option_context("display.max_columns", 50, "display.width", 200, "display.max_colwidth", 60):
         print(df.to_string(index=False) if len(df) else "(no trials yet)")
     counts = df["state"].value_counts().to_dict() if len(df) else {}
@@ -215,10 +218,8 @@ def _status(args) -> None:
 def _dashboard(args) -> None:
     from optuna_dashboard import run_server
 
-    from ablations.storage import is_rdb, open_storage
+    from ablations.storage import backend_for
 
-    # An RDB URL goes to optuna-dashboard as is: its schema checks and study order want its own RDBStorage,
-    # not the retrying wrapper the workers use.
-    storage = args.storage if args.storage and is_rdb(args.storage) else open_storage(args.storage, create=False)
+    storage = backend_for(args.storage).dashboard_storage()
     print(f"optuna-dashboard on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     run_server(storage, host="127.0.0.1", port=args.port)

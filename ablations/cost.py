@@ -15,16 +15,17 @@ from faap.rundir import RunDir
 
 
 def cost_frame(name: str, url: str | None) -> pd.DataFrame:
-    study = load(name, url)
-    spec = study.spec
+    stored = load(name, url)
+    study, spec = stored
     epochs_per_run = int({**spec.base, **spec.fixed}.get("epochs", 24))
     rows = []
-    for s in baseline_studies(study, url) + [study]:
+    for s in baseline_studies(stored, url) + [study]:
         for t in s.get_trials(deepcopy=False):
             if t.state.name not in ("COMPLETE", "PRUNED") or t.datetime_complete is None:
                 continue
             trial_dir = t.user_attrs.get("trial_dir")
-            runs = [RunDir.of_seed(trial_dir, seed) for seed in spec.seeds]
+            seeds = spec.seeds_of(s is not study)
+            runs = [RunDir.of_seed(trial_dir, seed) for seed in seeds]
             records = [r for run in runs for r in run.read_metrics()]
             train = sum(r.get("train_seconds", 0.0) for r in records)
             val = sum(r["epoch_seconds"] - r.get("train_seconds", 0.0) for r in records)
@@ -33,7 +34,7 @@ def cost_frame(name: str, url: str | None) -> pd.DataFrame:
             rows.append({"study": "main" if s is study else s.user_attrs.get("variant"), "trial": t.number,
                          "state": t.state.name, "wall_s": wall, "train_s": train, "val_eval_s": val,
                          "final_eval_s": test, "other_s": wall - train - val - test, "epochs_trained": len(records),
-                         "epochs_budget": epochs_per_run * len(spec.seeds)})
+                         "epochs_budget": epochs_per_run * len(seeds)})
     return pd.DataFrame(rows)
 
 

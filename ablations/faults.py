@@ -7,8 +7,9 @@ line (:class:`StorageLost`). Its RUNNING trial keeps a heartbeat that stops agei
 storage, so when the storage is back, any worker (or ``faap sweep resume``) fails it as
 "worker lost" and re-runs it from its checkpoint.
 
-Only connection errors are retried: any other storage error (a finished trial updated,
-a constraint) means the same as without faults and is raised at once.
+Only what the storage's backend calls a fault (:meth:`ablations.storage.Backend.is_fault`:
+for an RDB, a connection error) is retried: any other storage error (a finished trial
+updated, a constraint) means the same as without faults and is raised at once.
 
 Retrying a write whose commit reached the server but whose answer was lost repeats it:
 setting attributes and values is idempotent, finishing a trial twice is refused (the
@@ -32,39 +33,12 @@ class StorageLost(UserError):
     """The storage stayed unreachable for longer than the worker's ``--storage-timeout``."""
 
 
-def _chain(e: BaseException):
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-
-
-def is_connection_error(e: BaseException) -> bool:
-    """Whether ``e`` (or what caused it) says the database connection failed or was dropped.
-
-    Optuna wraps SQLAlchemy errors in StorageInternalError, so the cause chain is walked.
-    """
-    import sqlalchemy.exc as sa
-
-    return any(isinstance(x, (sa.OperationalError, sa.InterfaceError))
-               or (isinstance(x, sa.DBAPIError) and x.connection_invalidated) for x in _chain(e))
-
-
-def reason(e: BaseException) -> str:
-    """The driver's first line (``connection refused``), without SQLAlchemy's or Optuna's wrapping."""
-    import sqlalchemy.exc as sa
-
-    driver = next((x.orig for x in _chain(e) if isinstance(x, sa.DBAPIError) and x.orig is not None), e)
-    lines = str(driver).strip().splitlines()
-    return lines[0] if lines else type(driver).__name__
-
-
 class Retry:
-    """Backoff for one storage URL; one outage is shared by every thread of the process."""
+    """Backoff for one storage (its :class:`ablations.storage.Backend`: masked URL, what is a fault, in
+    what words); one outage is shared by every thread of the process."""
 
-    def __init__(self, masked_url: str, timeout: float = DEFAULT_TIMEOUT, log=None):
-        self.url, self.timeout = masked_url, timeout
+    def __init__(self, backend, timeout: float = DEFAULT_TIMEOUT, log=None):
+        self.backend, self.timeout = backend, timeout
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.down_since: float | None = None
         self.lock = threading.Lock()
@@ -75,7 +49,7 @@ class Retry:
             try:
                 result = fn()
             except Exception as e:
-                if not is_connection_error(e):
+                if not self.backend.is_fault(e):
                     raise
                 left = self._failed(e)
                 time.sleep(min(delay, left))
@@ -86,21 +60,21 @@ class Retry:
 
     def _failed(self, e) -> float:
         """Seconds left in this outage; raises StorageLost when none are."""
-        now = time.time()
+        now, where, why = time.time(), self.backend.masked, self.backend.reason(e)
         with self.lock:
             if self.down_since is None:
                 self.down_since = now
-                self.log(f"storage {self.url} unreachable ({reason(e)}); retrying for up to {self.timeout:.0f}s")
+                self.log(f"storage {where} unreachable ({why}); retrying for up to {self.timeout:.0f}s")
             down = now - self.down_since
         if down >= self.timeout:
-            raise StorageLost(f"storage {self.url} unreachable for {down:.0f}s ({reason(e)})") from None
+            raise StorageLost(f"storage {where} unreachable for {down:.0f}s ({why})") from None
         return self.timeout - down
 
     def _ok(self):
         if self.down_since is not None:
             with self.lock:
                 if self.down_since is not None:
-                    self.log(f"storage {self.url} is back after {time.time() - self.down_since:.0f}s")
+                    self.log(f"storage {self.backend.masked} is back after {time.time() - self.down_since:.0f}s")
                     self.down_since = None
 
 

@@ -14,8 +14,8 @@ import yaml
 from optuna.trial import TrialState
 
 from ablations.spec import StudySpec, load_spec, parse_spec
-from ablations.storage import SYNTHETIC, data_root, default_storage_url, mask_url, runs_root, study_lock
-from ablations.study import baseline_studies, create_or_load, load
+from ablations.storage import SYNTHETIC, backend_for, data_root, default_storage_url, file_lock, mask_url, runs_root
+from ablations.study import StoredStudy, baseline_studies, create_or_load, load
 
 
 def resolve_data(spec: StudySpec) -> StudySpec:
@@ -24,7 +24,7 @@ def resolve_data(spec: StudySpec) -> StudySpec:
 
     if spec.data == SYNTHETIC:
         root = data_root(spec.data)
-        with study_lock(os.path.join(runs_root(), "data", "lock"), "synthetic"):
+        with file_lock(os.path.join(runs_root(), "data", "lock.synthetic.lock")):
             if not os.path.isfile(os.path.join(root, "men_split", "gender_men_test.json")):
                 from faap.data.synth import generate
 
@@ -37,17 +37,16 @@ def resolve_data(spec: StudySpec) -> StudySpec:
     return spec
 
 
-def ensure_clean_baseline(study: optuna.Study, url: str | None) -> dict:
+def ensure_clean_baseline(stored: StoredStudy, url: str | None) -> dict:
     """The clean detector's val and test metrics, stored once in the study (user attribute)."""
+    study, spec = stored
     if "clean_baseline" in study.user_attrs:
         return study.user_attrs["clean_baseline"]
     from faap.data.coco import fingerprint, load_split
-    from faap.detector import load_detector
     from faap.evaluate import Evaluator, clean_baseline, summarize
-    from faap.runtime import resolve_device
+    from faap.runtime import detector_for, resolve_device
     from faap.variants import make_config
 
-    spec = study.spec
     cfg = make_config(spec.variant, spec.trial_values({}, spec.seeds[0]))
     device = resolve_device(cfg.device)
     fp = fingerprint(cfg.data)
@@ -56,12 +55,11 @@ def ensure_clean_baseline(study: optuna.Study, url: str | None) -> dict:
     for split in ("val", "test"):
         groups = load_split(cfg.data, split)
         if detector is None:
-            cats = {c["id"]: c["name"] for c in groups["male"].coco.get("categories", [])}
-            detector = load_detector(cfg.detector, device, cats or None)
+            detector = detector_for(cfg.detector, groups, device)
         ev = Evaluator(groups, detector, cfg, device, cfg.eval_max_images if split == "val" else 0)
         out[split] = summarize(clean_baseline(ev, fp, split))
     out["detector_id"] = detector.detector_id
-    with study_lock(url, study.study_name):
+    with backend_for(url).lock(study.study_name):
         if "clean_baseline" not in study.user_attrs:
             study.set_user_attr("clean_baseline", out)
     return out
@@ -85,8 +83,7 @@ def prepare(spec_path: str, url: str | None, study_name: str | None = None, n_tr
     load_detector(spec.detector)  # fails fast on a missing detector
     if spec.data != SYNTHETIC:
         resolve_data(spec)
-    study = create_or_load(spec, raw, url)
-    return study, spec.study
+    return create_or_load(spec, raw, url).study, spec.study
 
 
 def spawn_workers(name: str, url: str | None, envs: list[dict], wandb_mode: str, extra: list[str] = ()) -> int:
@@ -119,17 +116,19 @@ def resume_hint(name: str, url: str | None) -> str:
 
 
 def status_frame(name: str, url: str | None):
-    """One row per trial (baselines first): state, params, values, seeds, epochs, reasons."""
+    """The stored study, and a frame of one row per trial (baselines first): state, params, values, seeds,
+    epochs, reasons."""
     import pandas as pd
 
-    study = load(name, url)
+    stored = load(name, url)
+    study, objectives = stored.study, stored.spec.objectives
     rows = []
-    for s in baseline_studies(study, url) + [study]:
+    for s in baseline_studies(stored, url) + [study]:
         for t in s.get_trials(deepcopy=False):
             row = {"study": "main" if s is study else s.user_attrs.get("variant", s.study_name), "trial": t.number,
                    "state": t.state.name, "worker": t.user_attrs.get("worker"), "gpu": t.user_attrs.get("gpu"),
                    **{f"param:{k}": v for k, v in t.params.items()}}
-            for o, v in zip(study.spec.objectives, t.values or [None] * len(study.spec.objectives)):
+            for o, v in zip(objectives, t.values or [None] * len(objectives)):
                 row[o["metric"]] = v
             seeds = {k[5:]: a for k, a in t.user_attrs.items() if re.fullmatch(r"seed_\d+", k)}
             row["seeds"] = len(seeds)
@@ -143,5 +142,5 @@ def status_frame(name: str, url: str | None):
             elif "resumed_from_epoch" in t.user_attrs:
                 row["note"] = f"resumed from epoch {t.user_attrs['resumed_from_epoch']}"
             rows.append(row)
-    return study, pd.DataFrame(rows)
+    return stored, pd.DataFrame(rows)
 

@@ -4,21 +4,33 @@ Grid studies do not use Optuna's GridSampler (it hands out duplicate points to p
 workers, and retried trials consume grid points): every grid point is enqueued once, under
 the study lock, when the study is created, and workers pop waiting trials atomically.
 The spec is stored in the study (user attribute ``spec``) so that every worker and
-``faap sweep resume`` rebuild the same sampler and pruner from it.
+``faap sweep resume`` rebuild the same sampler and pruner from it; :func:`load` returns it
+parsed beside Optuna's study (:class:`StoredStudy`).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from typing import NamedTuple
 
 import optuna
 
 from ablations.spec import StudySpec, parse_spec
-from ablations.storage import open_storage, study_lock
+from ablations.storage import backend_for
 from faap.errors import UserError
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+def quiet_optuna() -> None:
+    """Optuna's own log at WARNING (no line per trial created or finished): called where a sweep command starts."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class StoredStudy(NamedTuple):
+    """A study created by ``faap sweep`` and its parsed spec (Optuna's Study has no place for the spec)."""
+
+    study: optuna.Study
+    spec: StudySpec
 
 
 def baseline_study_name(study: str, variant: str) -> str:
@@ -56,11 +68,12 @@ def make_pruner(spec: StudySpec):
     return optuna.pruners.NopPruner()
 
 
-def create_or_load(spec: StudySpec, raw_spec: dict, url: str | None) -> optuna.Study:
+def create_or_load(spec: StudySpec, raw_spec: dict, url: str | None) -> StoredStudy:
     """The study for ``spec`` (created with its grid and baselines once, whoever comes first)."""
     make_pruner(spec)  # a bad pruner argument fails before anything is written
-    with study_lock(url, spec.study):
-        storage = open_storage(url)
+    backend = backend_for(url)
+    with backend.lock(spec.study):
+        storage = backend.open()
         study = optuna.create_study(study_name=spec.study, storage=storage, directions=spec.directions,
                                     sampler=make_sampler(spec), pruner=make_pruner(spec), load_if_exists=True)
         stored = study.user_attrs.get("spec")
@@ -93,9 +106,9 @@ def _comparable(raw: dict) -> str:
                       default=str)
 
 
-def load(name: str, url: str | None) -> optuna.Study:
+def load(name: str, url: str | None) -> StoredStudy:
     """A stored study with its sampler and pruner rebuilt from the stored spec."""
-    storage = open_storage(url, create=False)
+    storage = backend_for(url).open(create=False)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -108,14 +121,11 @@ def load(name: str, url: str | None) -> optuna.Study:
         raise UserError(f"study '{name}' was not created by faap sweep (no stored spec)")
     spec = parse_spec(raw, f"study '{name}'")
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec), pruner=make_pruner(spec))
-    study.spec = spec  # handy for callers
-    return study
+    return StoredStudy(study, spec)
 
 
-def baseline_studies(study: optuna.Study, url: str | None) -> list[optuna.Study]:
-    storage = open_storage(url, create=False)
-    out = []
-    for b in study.spec.baselines:
-        if b != "clean":
-            out.append(optuna.load_study(study_name=baseline_study_name(study.study_name, b), storage=storage))
-    return out
+def baseline_studies(stored: StoredStudy, url: str | None) -> list[optuna.Study]:
+    storage = backend_for(url).open(create=False)
+    name = stored.study.study_name
+    return [optuna.load_study(study_name=baseline_study_name(name, b), storage=storage)
+            for b in stored.spec.baselines if b != "clean"]

@@ -33,7 +33,8 @@ from optuna.trial import TrialState
 from ablations.faults import StorageLost
 from ablations.objective import run_trial
 from ablations.placement import this_gpu
-from ablations.storage import runs_dir_for, study_lock
+from ablations.spec import StudySpec
+from ablations.storage import backend_for
 from ablations.study import baseline_studies, load
 
 LOST = "worker lost"
@@ -104,9 +105,8 @@ def reap_stale(study: optuna.Study, grace: float, reclaim_all: bool = False) -> 
     return reaped
 
 
-def budget_left(study: optuna.Study) -> bool:
-    """Whether a new trial may be asked for (grid: a point is waiting; else under n_trials)."""
-    spec = study.spec
+def budget_left(study: optuna.Study, spec: StudySpec) -> bool:
+    """Whether a new trial may be asked for (grid: a point is waiting; else under n_trials; ``spec``: the study's)."""
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials):
         return True
@@ -134,13 +134,12 @@ def work(name: str, url: str | None, wandb_mode: str = "auto", max_trials: int |
     """Run trials of study ``name`` until none is left; return how many this worker ran."""
     from ablations.runner import ensure_clean_baseline, resolve_data
 
-    study = load(name, url)
-    spec = resolve_data(study.spec)
-    studies = baseline_studies(study, url) + [study]
-    for s in studies:
-        s.spec = spec
-    ensure_clean_baseline(study, url)
-    study_dir = runs_dir_for(url, name)
+    stored = load(name, url)
+    stored = stored._replace(spec=resolve_data(stored.spec))
+    study, spec = stored
+    studies = baseline_studies(stored, url) + [study]
+    ensure_clean_baseline(stored, url)
+    study_dir = backend_for(url).runs_dir(name)
     # Idle while others run: look again after 0.5 s, doubling up to one heartbeat (or ``poll``), so a worker
     # whose last trial ends just after another's exits at once, and a long wait costs few storage reads.
     longest = poll or max(1.0, heartbeat_interval)
@@ -148,7 +147,7 @@ def work(name: str, url: str | None, wandb_mode: str = "auto", max_trials: int |
     wait = min(IDLE_FIRST_WAIT, longest)
     try:
         while max_trials is None or ran < max_trials:
-            picked = _take(study, studies, url, grace, reclaim_running, who, lambda m: log(f"{tag} {m}"))
+            picked = _take(stored, studies, url, grace, reclaim_running, who, lambda m: log(f"{tag} {m}"))
             reclaim_running = False
             if picked is None:
                 if _running(studies):
@@ -166,15 +165,16 @@ def work(name: str, url: str | None, wandb_mode: str = "auto", max_trials: int |
     return ran
 
 
-def _take(study, studies, url, grace, reclaim_running, who, log):
+def _take(stored, studies, url, grace, reclaim_running, who, log):
     """Under the study lock: re-queue stale trials, then ask for a trial (baselines first); None if none is left."""
-    with study_lock(url, study.study_name):
+    study, spec = stored
+    with backend_for(url).lock(study.study_name):
         for s in studies:
             reaped = reap_stale(s, grace, reclaim_running)
             if reaped:
                 log(f"re-queued trial(s) {reaped} of {s.study_name}: {LOST}")
         for s in studies:
-            if _has_waiting(s) or (s is study and budget_left(s)):
+            if _has_waiting(s) or (s is study and budget_left(s, spec)):
                 trial = s.ask()
                 s._storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
                 for key, value in who.items():  # which worker (host:pid) and GPU run it: `faap sweep status`

@@ -86,12 +86,12 @@ def _epoch_rows(run_dir: str, condition: str, trial: int | None) -> list[dict]:
 
 def load_study_data(name: str, url: str | None) -> StudyData:
     """Everything a report reads about study ``name``; reads only (a missing benchmark is not written)."""
-    study = load(name, url)
-    spec = study.spec
+    stored = load(name, url)
+    study, spec = stored
     spec.data = data_root(spec.data)  # 'synthetic' -> the built-in benchmark's folder
     conditions = {"clean": Condition("clean", "clean")}
     trial_rows, epoch_rows, inter_rows = [], [], []
-    for bs in baseline_studies(study, url):
+    for bs in baseline_studies(stored, url):
         variant = bs.user_attrs["variant"]
         done = [t for t in bs.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         if done:

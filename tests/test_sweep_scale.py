@@ -322,6 +322,7 @@ def test_retry_backs_off_exponentially_then_stops_in_one_line(monkeypatch):
     import sqlalchemy.exc
 
     from ablations import faults
+    from ablations.storage import PostgresBackend
 
     clock, sleeps, lines = [1000.0], [], []
     monkeypatch.setattr(faults.time, "time", lambda: clock[0])
@@ -333,7 +334,7 @@ def test_retry_backs_off_exponentially_then_stops_in_one_line(monkeypatch):
         except sqlalchemy.exc.OperationalError as e:
             raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
 
-    retry = faults.Retry("postgresql://u:***@h/db", timeout=10, log=lines.append)
+    retry = faults.Retry(PostgresBackend("postgresql://u:s3cret@h/db"), timeout=10, log=lines.append)
     with pytest.raises(faults.StorageLost) as e:
         retry(refused)
     assert sleeps == [0.5, 1, 2, 4, 2.5] and str(e.value) == "storage postgresql://u:***@h/db unreachable for 10s " \

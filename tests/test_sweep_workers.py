@@ -244,18 +244,16 @@ def test_wandb_loader_reads_offline_runs(tiny_data, tmp_path):
 def test_idle_worker_looks_again_soon_then_less_often(monkeypatch):
     """While others' trials run, an idle worker waits 0.5, 1, 2, ... s, capped at one heartbeat; it exits
     as soon as nothing runs (it used to sleep a whole heartbeat, 30 s, after another worker's last trial)."""
-    from types import SimpleNamespace
-
     import ablations.runner
     from ablations import worker
+    from ablations.study import StoredStudy
 
     running = iter([True] * 8 + [False])
     sleeps = []
-    monkeypatch.setattr(worker, "load", lambda name, url: SimpleNamespace(spec=None))
-    monkeypatch.setattr(worker, "baseline_studies", lambda study, url: [])
-    monkeypatch.setattr(worker, "runs_dir_for", lambda url, name: "unused")
+    monkeypatch.setattr(worker, "load", lambda name, url: StoredStudy(None, None))
+    monkeypatch.setattr(worker, "baseline_studies", lambda stored, url: [])
     monkeypatch.setattr(ablations.runner, "resolve_data", lambda spec: spec)
-    monkeypatch.setattr(ablations.runner, "ensure_clean_baseline", lambda study, url: None)
+    monkeypatch.setattr(ablations.runner, "ensure_clean_baseline", lambda stored, url: None)
     monkeypatch.setattr(worker, "_take", lambda *a: None)
     monkeypatch.setattr(worker, "_running", lambda studies: next(running))
     monkeypatch.setattr(worker.time, "sleep", sleeps.append)
