@@ -156,8 +156,8 @@ class RDBBackend(Backend):
             from sqlalchemy.engine import make_url
 
             return make_url(self.url).render_as_string(hide_password=True)
-        except Exception:  # not parseable by SQLAlchemy: mask what sits between 'user:' and '@'
-            return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.url)
+        except Exception:  # not parseable by SQLAlchemy: mask all between 'user:' and the LAST '@' (a password
+            return re.sub(r"(://[^:/@]*:).*@", r"\1***@", self.url)  # may hold '@' itself)
 
     def connect_args(self, connect_timeout: int) -> dict:
         """The driver's arguments for the reachability check (a bounded wait where the driver has one)."""

@@ -56,6 +56,7 @@ def test_messages_mask_only_the_password():
     assert backend_for("mysql://user:s3cret@db.lab/studies").masked == "mysql://user:***@db.lab/studies"
     # Not parseable by SQLAlchemy (the port is not a number): the password is still masked.
     assert backend_for("postgresql://user:s3cret@db.lab:port/s").masked == "postgresql://user:***@db.lab:port/s"
+    assert backend_for("postgresql://user:se@cret@db.lab:port/s").masked == "postgresql://user:***@db.lab:port/s"
     assert backend_for("runs/studies/journal.log").masked == "runs/studies/journal.log"
 
 
