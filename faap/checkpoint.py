@@ -1,4 +1,4 @@
-"""Epoch checkpoints: G, the variant's modules, every optimiser, RNG states, epoch and eps."""
+"""Epoch checkpoints: G, the variant's modules, every optimiser and LR scheduler, an EMA, RNG states, epoch and eps."""
 
 from __future__ import annotations
 
@@ -44,11 +44,23 @@ def _write(path: str, state: dict) -> str:
     return path
 
 
-def save(run_dir: str, epoch: int, eps: float, generator, variant, optimizers: dict, config: dict) -> str:
+def save(run_dir: str, epoch: int, eps: float, generator, variant, optimizers: dict, config: dict,
+         schedulers: dict | None = None, ema=None) -> str:
+    """With an EMA (:class:`faap.ema.EMA`), ``generator`` and ``variant`` hold the averaged weights, the
+    ones every evaluation reads (``faap eval``, the diagnostics), and ``live`` the trained ones a resumed
+    run continues from (:func:`trained_weights`)."""
     state = {"epoch": epoch, "eps": eps, "generator": generator.state_dict(), "variant": variant.state_dict(),
              "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": rng_state(),
-             "config": config}
+             "schedulers": {k: s.state_dict() for k, s in (schedulers or {}).items()}, "config": config}
+    if ema is not None:
+        state.update(generator=ema.averaged("generator", generator), variant=ema.averaged("variant", variant),
+                     live={"generator": state["generator"], "variant": state["variant"]}, ema=ema.state_dict())
     return _write(path_for(run_dir, epoch), state)
+
+
+def trained_weights(state: dict) -> dict:
+    """``{"generator", "variant"}`` state dicts a resumed run continues from (not the EMA's averages)."""
+    return state.get("live", state)
 
 
 def save_generator(run_dir: str, epoch: int, eps: float, generator, config: dict) -> str:

@@ -103,6 +103,16 @@ class TrainConfig:
     """Weight decay of G's optimiser."""
     grad_clip: float = bounded(0.1, ge=0)
     """Gradient-norm clip of G's step (0 disables)."""
+    lr_schedule: str = bounded("constant", choices=("constant", "cosine", "warmup_cosine"))
+    """G's learning-rate schedule: 'constant', 'cosine' (CosineAnnealingLR), 'warmup_cosine' (warm-up, cosine)."""
+    lr_step_every: str = bounded("epoch", choices=("epoch", "step"))
+    """When the schedule advances: after each 'epoch' (as the originals) or each training 'step' (batch)."""
+    lr_warmup_epochs: int = bounded(0, ge=0)
+    """Epochs of warmup_cosine's linear warm-up (lr x (k+1)/N in warm-up epoch k); ignored by the others."""
+    lr_min_ratio: float = bounded(0.1, ge=0, le=1)
+    """The cosine's floor as a fraction of lr_g (both originals: 0.1)."""
+    ema_decay: float = bounded(0.0, ge=0, le=0.99999)
+    """Decay of an EMA of G's (and the variant's G-side) parameters, the weights evaluated (0: off; orig. 0.999)."""
     eps_start: float = bounded(0.05, gt=0)
     """Perturbation budget at epoch 0 (ImageNet-normalised pixel units)."""
     eps_peak: float = bounded(0.10, gt=0)
@@ -126,7 +136,9 @@ class TrainConfig:
     max_train_per_gender: int = bounded(0, ge=0)
     """Cap on each group's training pool (0: all images)."""
     epoch_samples: int = bounded(0, ge=0)
-    """Samples per epoch (0: 2 x max(n_female, n_male), as the original)."""
+    """Samples per epoch (0: the sampler's own length; 'balanced': 2 x max(n_female, n_male), as the original)."""
+    sampler: str = bounded("balanced", choices=("balanced", "natural", "fresh_subset"))
+    """Training sampler: 'balanced' (groups 1:1), 'natural' (their ratio), 'fresh_subset' (new subsets per epoch)."""
     eval_max_images: int = bounded(0, ge=0)
     """Validation images per group used each epoch (0: all); test always uses all."""
     train_scales: list = field(default_factory=lambda: list(range(480, 801, 32)))
@@ -159,6 +171,8 @@ class TrainConfig:
         """Raise ConfigError on values that cannot work (bounds are declared on the fields; a variant's
         config overrides this only for checks that span several fields)."""
         check_bounds(self)  # every field's declared bounds
+        if self.sampler == "fresh_subset" and not self.max_train_per_gender:
+            raise ConfigError("sampler fresh_subset draws max_train_per_gender images per group each epoch: set it > 0")
         if not self.train_scales or any(not isinstance(s, int) or s <= 0 for s in self.train_scales):
             raise ConfigError(f"train_scales must be a non-empty list of positive ints (got {self.train_scales})")
 

@@ -73,9 +73,12 @@ def _diagnostics(detector, out, delta, mask, n_female, scores_f, scores_m, thres
     with torch.no_grad():
         d = delta.flatten(1)
         obj = detector.objectness(out)
-        diag = {"delta_linf": d.abs().max(1).values.mean().item(), "delta_l2": d.norm(dim=1).mean().item()}
+        linf, l2 = d.abs().max(1).values, d.norm(dim=1)
+        diag = {"delta_linf": linf.mean().item(), "delta_l2": l2.mean().item()}
         for tag, s in zip("fm", group_slices(n_female, len(obj))):
-            if len(obj[s]):
+            if len(obj[s]):  # a group absent from the batch adds nothing to its epoch mean
+                diag[f"delta_linf_{tag}"] = linf[s].mean().item()
+                diag[f"delta_l2_{tag}"] = l2[s].mean().item()
                 diag[f"obj_score_{tag}"] = obj[s].mean().item()
                 diag[f"obj_frac_{tag}"] = (obj[s] > thresh).float().mean().item()
         if len(scores_f):
@@ -123,6 +126,7 @@ def generator_update(state: StepState, targets, delta, mask, detector, variant, 
     total = sum(weights[k] * v for k, v in terms.items())
     logs = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
     logs["loss_total"] = float(total.detach())
+    logs["lr_g"] = opt_g.param_groups[0]["lr"]  # the step's learning rate (a schedule may move it)
     if not torch.isfinite(total):
         raise FloatingPointError(f"non-finite generator loss at epoch {state.epoch}: {logs}")
     opt_g.zero_grad(set_to_none=True)
@@ -175,8 +179,13 @@ def train_step(batch, generator, detector, variant, opt_g, epoch: int, device, d
 
 
 def train_one_epoch(loader, generator, detector, variant, opt_g, epoch: int, device, progress=True,
-                    dist_sync=None) -> dict[str, float]:
-    """Mean of every logged value over the epoch's steps taken; ``skipped_steps`` counts the others."""
+                    dist_sync=None, after_step=(), after_batch=()) -> dict[str, float]:
+    """Mean of every logged value over the epoch's steps taken; ``skipped_steps`` counts the others.
+
+    ``after_step`` callables run after every step of G's optimiser (e.g. an EMA update; a distributed
+    rank that skips its batch still steps), ``after_batch`` ones after every batch, skipped or not (e.g.
+    a per-step learning-rate schedule, which then ends on the epoch's last batch whatever was skipped).
+    """
     from tqdm import tqdm
 
     sums, counts, skipped = defaultdict(float), defaultdict(int), 0
@@ -185,6 +194,10 @@ def train_one_epoch(loader, generator, detector, variant, opt_g, epoch: int, dev
     bar = tqdm(loader, desc=f"epoch {epoch} train", disable=not progress, leave=False, mininterval=1.0)
     for batch in bar:
         logs = train_step(batch, generator, detector, variant, opt_g, epoch, device, dist_sync)
+        for hook in (after_step if logs is not None or dist_sync is not None else ()):
+            hook()
+        for hook in after_batch:
+            hook()
         if logs is None:
             skipped += 1
             continue

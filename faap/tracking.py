@@ -113,7 +113,7 @@ class WandbTracker:
 def example_images(run, eps: float) -> list[tuple[str, np.ndarray]]:
     """For the first validation image of each group: clean | perturbed | perturbation x (0.5 / eps)."""
     out = []
-    gen = run.generator
+    gen = run.eval_generator  # the weights evaluated (an EMA's, when the run keeps one)
     was_training = gen.training
     gen.eval()
     for group, loader in run.val.loaders.items():

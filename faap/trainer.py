@@ -6,6 +6,7 @@ Its run folder's layout (config, per-epoch metrics, eval JSON, checkpoints, summ
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 
@@ -16,8 +17,9 @@ from faap import checkpoint as ckpt
 from faap.config import code_commit
 from faap.data.coco import SPLITS, fingerprint, load_split
 from faap.data.images import screen
-from faap.data.loader import BalancedGroupSampler, GenderDetection, make_loader
+from faap.data.loader import SAMPLERS, GenderDetection, make_loader
 from faap.data.transforms import build_transforms
+from faap.ema import EMA
 from faap.engine import current_eps, train_one_epoch
 from faap.errors import UserError
 from faap.evaluate import (Evaluator, clean_baseline, clean_detections_path, nan_to_none, summarize,
@@ -25,7 +27,7 @@ from faap.evaluate import (Evaluator, clean_baseline, clean_detections_path, nan
 from faap.metrics import METRICS
 from faap.rundir import RunDir
 from faap.runtime import detector_for, initial_modules, resolve_device
-from faap.schedules import beta_at
+from faap.schedules import beta_at, lr_scheduler
 
 
 COMPUTE_ONLY = ("device", "num_workers", "g_checkpointing")
@@ -85,9 +87,14 @@ class Run:
         self.optimizers = {"generator": self.opt_g, **self.variant.optimizers}
         tf = build_transforms(True, cfg.train_scales, cfg.max_size, cfg.eval_size, cfg.random_crop)
         ds = GenderDetection(self.train_groups, tf, self.detector.category_to_label)
-        self.sampler = BalancedGroupSampler(ds.group_index, cfg.seed, cfg.max_train_per_gender, cfg.epoch_samples,
-                                            self.rank, self.world)
+        self.sampler = SAMPLERS[cfg.sampler](ds.group_index, cfg.seed, cfg.max_train_per_gender, cfg.epoch_samples,
+                                             self.rank, self.world)
         self.loader = make_loader(ds, cfg.batch_size, self.sampler, cfg.num_workers, seed=cfg.seed)
+        scheduler = lr_scheduler(self.opt_g, cfg, len(self.loader))
+        self.schedulers = {"generator": scheduler} if scheduler is not None else {}
+        self.ema = EMA(self.generator, self.variant, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.eval_generator = copy.deepcopy(self.generator) if self.ema else self.generator
+        """The G every evaluation uses: with an EMA, its averaged weights (:meth:`refresh_eval_generator`)."""
         self.val = Evaluator(self.val_groups, self.detector, cfg, self.device, cfg.eval_max_images)
         provenance = {"dataset_fingerprint": self.fingerprint, "detector_id": self.detector.detector_id,
                       "code_commit": code_commit(), "torch": str(torch.__version__),
@@ -102,7 +109,8 @@ class Run:
         if os.path.exists(self.dir.config_path):
             old = self.dir.read_config()
             keys = [k for k in self.cfg.to_dict() if k not in COMPUTE_ONLY]
-            changed = [k for k in keys if old.get(k) != self.resolved[k]]
+            defaults = type(self.cfg)().to_dict()  # a key recorded before it existed had its default
+            changed = [k for k in keys if old.get(k, defaults[k]) != self.resolved[k]]
             if not resume:
                 raise UserError(f"run folder {self.out_dir} already holds a run (resume it with --resume, "
                                 f"or choose another --out)")
@@ -117,11 +125,21 @@ class Run:
 
     def restore(self, epoch: int) -> None:
         state = ckpt.load(self.out_dir, epoch, map_location=self.device)
-        self.generator.load_state_dict(state["generator"])
-        self.variant.load_state_dict(state["variant"])
+        trained = ckpt.trained_weights(state)
+        self.generator.load_state_dict(trained["generator"])
+        self.variant.load_state_dict(trained["variant"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][name])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         ckpt.set_rng_state(state["rng"])
+
+    def refresh_eval_generator(self) -> None:
+        """Put the EMA's averaged weights (and G's current BatchNorm statistics) into the evaluated G."""
+        if self.ema is not None:
+            self.eval_generator.load_state_dict(self.ema.averaged("generator", self.generator))
 
     def history(self) -> list[dict]:
         return self.dir.read_metrics()
@@ -149,18 +167,12 @@ class Run:
             getattr(cb, "on_start", lambda run, start: None)(self, start)
         for epoch in range(start, cfg.epochs):
             t0 = time.time()
-            self.sampler.set_epoch(epoch)
-            self.loader.generator.manual_seed(cfg.seed * 1000 + epoch)
-            train_logs = train_one_epoch(self.loader, self.generator, self.detector, self.variant, self.opt_g, epoch,
-                                         self.device, self.progress and self.rank == 0,
-                                         dist.average_gradients if self.world > 1 else None)
+            train_logs = self.train_epoch(epoch)
             eps = current_eps(cfg, epoch)
-            if self.world > 1:
-                dist.assert_in_sync([p for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]])
             train_seconds = time.time() - t0
             if self.rank == 0:
                 val_dets = {}
-                result = self.val.run(self.generator, eps, detections=val_dets)
+                result = self.val.run(self.eval_generator, eps, detections=val_dets)
                 self.dir.write_json(self.dir.eval_path("val", epoch), self.eval_record("val", epoch, eps, result, val_base))
                 record = {"epoch": epoch, "split": "val", "eps": eps,
                           "beta": beta_at(epoch, cfg.beta_start, cfg.beta_final, cfg.epochs),
@@ -171,7 +183,8 @@ class Run:
                 if self.select(history)["epoch"] == epoch:  # the best so far: keep its detections for bootstraps
                     write_detections(self.dir.detections_path("val"), val_dets, self.val.image_ids)
                 # The checkpoint is the commit point of an epoch: a run killed before it redoes the epoch.
-                ckpt.save(self.out_dir, epoch, eps, self.generator, self.variant, self.optimizers, self.resolved)
+                ckpt.save(self.out_dir, epoch, eps, self.generator, self.variant, self.optimizers, self.resolved,
+                          self.schedulers, self.ema)
                 if cfg.keep_checkpoints == "last":
                     ckpt.prune(self.out_dir, {epoch, self.select(history)["epoch"]})
                 if self.progress:
@@ -187,6 +200,27 @@ class Run:
                 getattr(cb, "on_finish", lambda run, summary: None)(self, summary)
         dist.barrier()
         return summary
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One epoch's training steps (logged means), then a per-epoch LR step and the evaluated G's refresh."""
+        self.sampler.set_epoch(epoch)
+        self.loader.generator.manual_seed(self.cfg.seed * 1000 + epoch)
+        logs = train_one_epoch(self.loader, self.generator, self.detector, self.variant, self.opt_g, epoch,
+                               self.device, self.progress and self.rank == 0,
+                               dist.average_gradients if self.world > 1 else None, **self.step_hooks())
+        if self.cfg.lr_step_every == "epoch":
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+        self.refresh_eval_generator()
+        if self.world > 1:
+            dist.assert_in_sync([p for o in self.optimizers.values() for g in o.param_groups for p in g["params"]])
+        return logs
+
+    def step_hooks(self) -> dict:
+        """train_one_epoch's ``after_step`` (the EMA) and ``after_batch`` (a per-step LR schedule) hooks."""
+        per_batch = self.cfg.lr_step_every == "step"
+        return {"after_step": [self.ema.update] if self.ema is not None else [],
+                "after_batch": [s.step for s in self.schedulers.values()] if per_batch else []}
 
     def select(self, history: list[dict]) -> dict:
         """The validation record of the selected epoch (ties: the earliest)."""

@@ -132,3 +132,24 @@ def test_training_forward_perturbs_padding_as_configured(detector, perturb_paddi
     pad = (mask == 0).unsqueeze(1).expand_as(delta)
     assert delta[~pad].abs().max() > 0
     assert (delta[pad].abs().max() > 0) == perturb_padding
+
+
+def test_step_logs_the_perturbation_norms_per_group(detector):
+    """delta_linf_f / _m and delta_l2_f / _m: each group's mean over its own images (fix11's intended
+    delta_linf_m << delta_linf_f is judged on them); a group absent from the batch logs nothing."""
+    batch = random_batch(6, 64, seed=3)
+    x, mask, _, n_female = female_first(batch, torch.device("cpu"))
+    assert 0 < n_female < 6
+    gen, var, _ = _setup(detector)
+    _, delta = forward(gen, detector, var, x, mask, n_female, 0.05)
+    gen, var, opt = _setup(detector)  # the same initial weights
+    logs = train_step(batch, gen, detector, var, opt, 0, torch.device("cpu"))
+    d = delta.flatten(1)
+    for tag, rows in (("f", slice(0, n_female)), ("m", slice(n_female, None))):
+        assert logs[f"delta_linf_{tag}"] == pytest.approx(d[rows].abs().max(1).values.mean().item(), rel=1e-6)
+        assert logs[f"delta_l2_{tag}"] == pytest.approx(d[rows].norm(dim=1).mean().item(), rel=1e-6)
+    assert logs["delta_linf_f"] != logs["delta_linf_m"]
+    male_only = random_batch(4, 64, seed=6)
+    male_only["groups"] = torch.zeros(4, dtype=torch.long)
+    logs = train_step(male_only, gen, detector, var, opt, 0, torch.device("cpu"))
+    assert "delta_linf_m" in logs and "delta_linf_f" not in logs and "delta_l2_f" not in logs

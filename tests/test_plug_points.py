@@ -65,3 +65,44 @@ def test_data_root_reads_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("FAAP_RUNS", str(tmp_path / "runs"))
     assert data_root("synthetic").startswith(str(tmp_path / "runs")) and data_root("/x") == "/x"
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_variant_declares_its_trainer_plug_points_by_config_defaults():
+    """Sampler, LR schedule and EMA are config fields: a variant's config class changes their defaults
+    (its runs then use them, `--set` still overrides them) and their bounds still hold."""
+    from dataclasses import dataclass
+
+    from faap.config import TrainConfig
+    from faap.errors import ConfigError
+    from faap.schedules import lr_scheduler
+    from faap.variants import make_config
+    from faap.variants.base import REGISTRY, Variant
+
+    @dataclass
+    class ToyConfig(TrainConfig):
+        lr_schedule: str = "warmup_cosine"
+        lr_warmup_epochs: int = 3
+        sampler: str = "natural"
+        ema_decay: float = 0.999
+
+    class Toy(Variant):
+        name = "toy_plug_points"
+        Config = ToyConfig
+
+        def loss_terms(self, state):
+            return {}
+
+    try:
+        cfg = make_config("toy_plug_points", {})
+        assert (cfg.lr_schedule, cfg.sampler, cfg.ema_decay) == ("warmup_cosine", "natural", 0.999)
+        assert make_config("toy_plug_points", {"lr_schedule": "constant"}).lr_schedule == "constant"
+        with pytest.raises(ConfigError, match="lr_schedule must be one of"):
+            make_config("toy_plug_points", {"lr_schedule": "cosin"})
+        import torch
+
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr_g)
+        assert isinstance(lr_scheduler(opt, cfg, steps_per_epoch=10), torch.optim.lr_scheduler.LambdaLR)
+        assert opt.param_groups[0]["lr"] == pytest.approx(cfg.lr_g / 3)  # warm-up epoch 0 of 3
+        assert lr_scheduler(opt, make_config("infonce", {}), 10) is None  # 'constant': no scheduler at all
+    finally:
+        REGISTRY.pop("toy_plug_points")

@@ -1,4 +1,4 @@
-"""Datasets, the balanced group sampler and the padding collate function."""
+"""Datasets, the group samplers (balanced, natural ratio, fresh subset) and the padding collate function."""
 
 from __future__ import annotations
 
@@ -62,26 +62,39 @@ class GenderDetection(Dataset):
         return img, target
 
 
-class BalancedGroupSampler(Sampler):
-    """Draws each group with probability 1/2, with replacement, as the original trainer did.
+class GroupSampler(Sampler):
+    """The training sampler's shared part: a seeded draw per epoch (:meth:`set_epoch`), shared
+    across ranks like ``DistributedSampler`` (rank ``r`` takes every ``world_size``-th sample; the
+    draw is padded so every rank gets as many). Subclasses say what one epoch's draw is.
 
-    An epoch has ``2 * max(n_f, n_m)`` samples (or ``samples_per_epoch``), where each group's
-    pool is optionally capped at ``cap`` images (a fixed, seeded subset). Deterministic given
-    ``seed`` and the epoch (:meth:`set_epoch`); with ``world_size > 1`` each rank takes every
-    ``world_size``-th sample, like ``DistributedSampler``.
+    ``cap`` limits each group's pool; the subclasses say whether that is one fixed, seeded subset
+    for the whole run or a fresh one each epoch. ``samples_per_epoch`` (0: the mode's own length)
+    sets the epoch's length.
     """
+
+    mode = ""
+    fixed_cap = True
+    """Whether ``cap`` draws one fixed subset per group at construction (else: the subclass draws)."""
 
     def __init__(self, group_index: dict[str, list[int]], seed: int, cap: int = 0,
                  samples_per_epoch: int = 0, rank: int = 0, world_size: int = 1):
         g = torch.Generator().manual_seed(seed)
-        self.pools = []
+        self.pools, self.cap = [], cap
         for name in ("female", "male"):
             pool = torch.tensor(group_index[name])
-            if cap and cap < len(pool):
+            if self.fixed_cap and cap and cap < len(pool):
                 pool = pool[torch.randperm(len(pool), generator=g)[:cap]]
             self.pools.append(pool)
-        self.total = samples_per_epoch or 2 * max(len(p) for p in self.pools)
+        self.total = samples_per_epoch or self.natural_length()
         self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
+
+    def natural_length(self) -> int:
+        """Samples in an epoch when ``samples_per_epoch`` is 0."""
+        raise NotImplementedError
+
+    def draw(self, g: torch.Generator) -> torch.Tensor:
+        """This epoch's ``self.total`` dataset indices, drawn from ``g`` only."""
+        raise NotImplementedError
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
@@ -91,14 +104,78 @@ class BalancedGroupSampler(Sampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+        out = self.draw(g)
+        pad = len(self) * self.world_size - self.total  # every rank gets as many samples (like DistributedSampler)
+        out = torch.cat([out, out[:pad]])
+        return iter(out[self.rank::self.world_size].tolist())
+
+    def _without_replacement(self, g: torch.Generator, one_pass) -> torch.Tensor:
+        """``self.total`` indices from passes ``one_pass(g)`` (each without replacement), concatenated
+        until long enough: a ``samples_per_epoch`` beyond one pass starts a new pass, never repeats within one."""
+        parts, n = [], 0
+        while n < self.total:
+            parts.append(one_pass(g))
+            if not len(parts[-1]):
+                raise ValueError(f"sampler '{self.mode}' has no images to draw")
+            n += len(parts[-1])
+        return torch.cat(parts)[:self.total]
+
+
+class BalancedGroupSampler(GroupSampler):
+    """Draws each group with probability 1/2, with replacement, as the original trainer did.
+
+    An epoch has ``2 * max(n_f, n_m)`` samples, where each group's pool is optionally capped at
+    ``cap`` images (one fixed, seeded subset for the whole run).
+    """
+
+    mode = "balanced"
+
+    def natural_length(self) -> int:
+        return 2 * max(len(p) for p in self.pools)
+
+    def draw(self, g):
         which = torch.randint(0, 2, (self.total,), generator=g)
         out = torch.empty(self.total, dtype=torch.long)
         for k, pool in enumerate(self.pools):
             sel = which == k
             out[sel] = pool[torch.randint(0, len(pool), (int(sel.sum()),), generator=g)]
-        pad = len(self) * self.world_size - self.total  # every rank gets as many samples (like DistributedSampler)
-        out = torch.cat([out, out[:pad]])
-        return iter(out[self.rank::self.world_size].tolist())
+        return out
+
+
+class NaturalSampler(GroupSampler):
+    """The groups in their natural ratio: each epoch a shuffle of every image of both pools (each
+    optionally a fixed ``cap`` subset), once each; the originals' ``balance_genders=False``
+    (``RandomSampler`` over both groups)."""
+
+    mode = "natural"
+
+    def natural_length(self) -> int:
+        return sum(len(p) for p in self.pools)
+
+    def draw(self, g):
+        both = torch.cat(self.pools)
+        return self._without_replacement(g, lambda g: both[torch.randperm(len(both), generator=g)])
+
+
+class FreshSubsetSampler(GroupSampler):
+    """The 5th's ``BalancedSubsetSampler``: each epoch a fresh random subset of ``cap`` images per
+    group (all of a smaller group), without replacement, shuffled together."""
+
+    mode = "fresh_subset"
+    fixed_cap = False
+
+    def natural_length(self) -> int:
+        return sum(min(self.cap, len(p)) for p in self.pools)
+
+    def draw(self, g):
+        def one_pass(g):
+            both = torch.cat([p[torch.randperm(len(p), generator=g)[:self.cap]] for p in self.pools])
+            return both[torch.randperm(len(both), generator=g)]
+        return self._without_replacement(g, one_pass)
+
+
+SAMPLERS = {cls.mode: cls for cls in (BalancedGroupSampler, NaturalSampler, FreshSubsetSampler)}
+"""Training samplers by the config's ``sampler`` value."""
 
 
 def collate(batch):
