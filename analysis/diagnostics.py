@@ -11,6 +11,9 @@ variants declare (``Variant.hypotheses``; the rules and verdicts live with each 
 - how far the perturbation moves each group's features (relative L2 change);
 - whatever the run's variant measures on its own modules (``Variant.feature_measurements``).
 
+The result is a :class:`FeatureDiagnostics`: the numbers above (report.json's ``diagnostics``) and, as an
+attribute, the per-image pooled features behind them, from which the judges bootstrap over images.
+
 The measurements themselves are :mod:`faap.measures` (variants use them too).
 :func:`loss_vs_gap_points` relates a loss term's drop to the AP-gap change across runs and epochs
 (from ``metrics.jsonl``), for ``faap.measures.rank_correlation``.
@@ -29,8 +32,21 @@ from faap.measures import cosine_summary, effective_rank
 from faap.variants import get_variant
 
 
+class FeatureDiagnostics(dict):
+    """The measured numbers (a plain dict to report.json) with the per-image arrays behind them in
+    :attr:`images`: ``{group: {name: array (n_images x dim)}}``, names 'clean', 'perturbed', 'view_a',
+    'view_b' (pooled decoder features, rows in the same image order) plus the variant's own per-image
+    measures (the ``images`` entry of its ``feature_measurements``). Trap: an attribute, not an item, so
+    that report.json keeps the numbers only."""
+
+    def __init__(self, numbers: dict, images: dict):
+        super().__init__(numbers)
+        self.images = images
+
+
 @torch.no_grad()
-def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 64, device: str = "cpu") -> dict:
+def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 64,
+                        device: str = "cpu") -> FeatureDiagnostics:
     from faap.runtime import initial_modules, open_run
 
     cfg, state, groups, detector = open_run(run_dir, epoch, "val", device)
@@ -66,9 +82,14 @@ def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 
                  "feature_dim": int(before.shape[1])}
     out["feature_shift"] = {g: float((pooled[g]["perturbed"] - pooled[g]["clean"]).norm(dim=-1).mean()
                                      / pooled[g]["clean"].norm(dim=-1).mean()) for g in pooled}
-    for key, value in variant.feature_measurements(variant_init, feats).items():  # merged one level deep
+    own = dict(variant.feature_measurements(variant_init, feats))
+    images = {g: {k: v.cpu().numpy() for k, v in p.items()} for g, p in pooled.items()}
+    for name, per_group in own.pop("images", {}).items():
+        for g, v in per_group.items():
+            images[g][name] = v.detach().cpu().numpy()
+    for key, value in own.items():  # merged one level deep
         out[key] = {**out[key], **value} if isinstance(out.get(key), dict) else value
-    return out
+    return FeatureDiagnostics(out, images)
 
 
 def loss_vs_gap_points(epochs_frame, loss: str, clean_gap: float) -> np.ndarray:

@@ -33,7 +33,9 @@ class StudyEvidence:
     clean: dict = field(default_factory=dict)
     """split -> the clean detector's stored metrics (``StudyData.clean``)."""
     measure_features: Callable[[], dict] | None = None
-    """Computes :meth:`features` (called at most once); None: this evidence has no checkpoint to measure."""
+    """Computes :meth:`features` (called at most once; its ``images`` attribute, as
+    :class:`analysis.diagnostics.FeatureDiagnostics` has, gives :meth:`image_features`); None: this
+    evidence has no checkpoint to measure."""
     _features: dict | None = field(default=None, init=False, repr=False)
 
     def _entry(self, split: str, kind: str, key: str, metric: str) -> dict:
@@ -59,6 +61,12 @@ class StudyEvidence:
                 raise RuntimeError("this evidence has no checkpoint to measure features on")
             self._features = self.measure_features()
         return self._features
+
+    def image_features(self) -> dict:
+        images = getattr(self.features(), "images", None)
+        if images is None:
+            raise RuntimeError("this evidence's feature measurement kept no per-image features")
+        return images
 
     def _trials(self) -> pd.DataFrame:
         if "condition" not in self.epochs:  # no record at all: a frame without columns

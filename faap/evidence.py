@@ -108,6 +108,12 @@ class Evidence(Protocol):
         ``h3`` (effective rank and per-dimension variance before/after, ``feature_dim``), ``feature_shift``
         ({group: relative change under the perturbation}), plus the variant's ``feature_measurements``."""
 
+    def image_features(self) -> "dict[str, dict[str, np.ndarray]]":
+        """The per-image arrays behind :meth:`features` (same run, epoch and images), for bootstrapping over
+        images: ``{group: {name: array (n_images x dim)}}``, rows in one image order per group; names 'clean',
+        'perturbed', 'view_a', 'view_b' (pooled decoder features) plus the variant's own per-image measures
+        (e.g. InfoNCE's 'projection_before', 'projection_after')."""
+
     @property
     def epochs(self) -> "pd.DataFrame":
         """Per-epoch validation records of every run: columns condition, trial, seed, run, epoch, split,

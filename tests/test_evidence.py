@@ -82,3 +82,59 @@ def test_the_report_draws_described_figures(tmp_path):
             im.verify()
     with pytest.raises(ValueError, match="figure kind 'pie'"):
         Figure("pie", {}, "p.png", "share")
+
+
+def test_per_image_features_travel_beside_the_reported_numbers():
+    """Judges bootstrap over images from ``image_features``; report.json (a JSON dump of the diagnostics)
+    keeps the numbers only."""
+    import json
+
+    from analysis.diagnostics import FeatureDiagnostics
+
+    images = {"female": {"clean": np.zeros((3, 4))}, "male": {"clean": np.ones((2, 4))}}
+    ev = StudyEvidence(pd.DataFrame(), Best("trial 0", {}, ("a",)),
+                       measure_features=lambda: FeatureDiagnostics({"n_images": {"female": 3, "male": 2}}, images))
+    assert ev.image_features() is images and ev.features()["n_images"] == {"female": 3, "male": 2}
+    assert json.loads(json.dumps({"diagnostics": ev.features()})) == {"diagnostics": {"n_images": {"female": 3, "male": 2}}}
+    plain = StudyEvidence(pd.DataFrame(), Best("trial 0", {}, ("a",)), measure_features=lambda: {"x": 1})
+    with pytest.raises(RuntimeError, match="no per-image features"):
+        plain.image_features()
+
+
+def test_bootstrap_helpers():
+    from faap.measures import bootstrap_ci, cluster_bootstrap_ci, cosine_summary, pair_mean
+
+    x = np.random.default_rng(0).normal(size=400)
+    value, (lo, hi) = bootstrap_ci(np.mean, x)
+    assert value == x.mean() and (hi - lo) / 2 == pytest.approx(1.96 * x.std() / 20, rel=0.15)
+    assert bootstrap_ci(np.mean, x) == (value, (lo, hi)) and bootstrap_ci(np.mean, x, seed=1) != (value, (lo, hi))
+    sizes = set()  # each sample resampled on its own, keeping its size
+    bootstrap_ci(lambda a, b: sizes.add((len(a), len(b))) or 0.0, x[:5], x[:7], replicates=20)
+    assert sizes == {(5, 7)}
+    assert bootstrap_ci(np.mean, x[:1]) == (x[0], None)
+    # centred: the draws' median moved onto the value (a statistic resampling biases: distinct rows)
+    distinct = lambda i: float(len(np.unique(i)))  # noqa: E731
+    assert bootstrap_ci(distinct, np.arange(50))[1][1] < 50
+    lo, hi = bootstrap_ci(distinct, np.arange(50), centred=True)[1]
+    assert lo < 50 < hi
+    # pair means leave out an image paired with its own bootstrap copy
+    sim = np.array([[1.0, 0.2, 0.4], [0.2, 1.0, 0.6], [0.4, 0.6, 1.0]])
+    assert pair_mean(sim, np.array([0, 0, 1])) == pytest.approx(0.2) and np.isnan(pair_mean(sim, np.array([2, 2])))
+    assert pair_mean(sim, np.array([0, 0]), np.array([1, 2])) == pytest.approx(0.3)
+    # cluster bootstrap: whole runs drawn; one run: its members
+    runs = np.repeat(np.arange(4), [2, 3, 4, 5])
+    draws = []
+    cluster_bootstrap_ci(lambda v: draws.append(v) or 0.0, x[:14], runs, replicates=30)
+    for v in draws[1:]:  # every member of a drawn run comes as often as the run was drawn
+        counts = np.array([(v == value).sum() for value in x[:14]])
+        assert all(len(set(counts[runs == r])) == 1 for r in range(4)) and counts.sum() == len(v)
+    assert len({len(v) for v in draws}) > 1  # runs of different sizes drawn
+    assert cluster_bootstrap_ci(np.mean, x[:20], np.zeros(20)) == bootstrap_ci(np.mean, x[:20])
+    # the similarity summary through index draws equals the direct formula
+    rng = np.random.default_rng(1)
+    a, b, va, vb = (rng.normal(size=(n, 6)) for n in (4, 5, 4, 5))
+    unit = lambda t: t / np.linalg.norm(t, axis=1, keepdims=True)  # noqa: E731
+    aa, bb = unit(a) @ unit(a).T, unit(b) @ unit(b).T
+    expected = {"two_views": np.concatenate([(unit(a) * unit(va)).sum(1), (unit(b) * unit(vb)).sum(1)]).mean(),
+                "same_group": ((aa.sum() - 4) / 12 + (bb.sum() - 5) / 20) / 2, "cross_group": (unit(a) @ unit(b).T).mean()}
+    assert cosine_summary(a, b, va, vb) == pytest.approx(expected)

@@ -24,6 +24,7 @@ from faap.generator import perturb
 from faap.losses import cross_gender_infonce, gender_aware_infonce, image_level_scores, one_way_wasserstein
 from faap.variants import make_config, get_variant
 from faap.variants.base import StepState
+from faap.variants.infonce_gender_aware import H2_OVERFIT_RISE, H2_STABLE
 
 VARIANT = "infonce_gender_aware"
 VERDICTS = {"supported", "not supported", "inconclusive"}
@@ -296,7 +297,8 @@ def test_hypotheses_judged_on_the_run(tiny_run):
     assert all(f.verdict in VERDICTS for f in found.values())
     rev = found["score_reversal"]
     assert rev.stats["score_gap_mean"] == pytest.approx(records[0]["image_score_gap"])
-    assert rev.verdict == ("supported" if records[0]["image_score_gap"] < 0 else "not supported")
+    # one run of one epoch: one record, no interval, no verdict either way
+    assert rev.verdict == "inconclusive" and rev.stats["score_gap_ci"] is None and "no interval" in rev.text
     assert found["overfit"].verdict == "inconclusive" and found["overfit"].stats["rise_median"] == 0.0
 
 
@@ -305,16 +307,39 @@ def _rows(metric, per_run):
             for run, values in per_run.items() for e, v in enumerate(values)]
 
 
-def test_hypothesis_rules_on_made_up_records():
-    hyp = {h.key: h for h in get_variant(VARIANT).hypotheses}
-    neg = _rows("image_score_gap", {"a": [-0.01, -0.012], "b": [-0.007, -0.014]}) + _rows("pos_weight", {"a": [0.9]})
-    assert hyp["score_reversal"].judge(_ctx(neg)).verdict == "supported"
-    mixed = _rows("image_score_gap", {"a": [-0.01], "b": [0.02]}) + _rows("pos_weight", {"a": [1.0]})
-    assert hyp["score_reversal"].judge(_ctx(mixed)).verdict == "inconclusive"
-    rising = _ctx(_rows("AP_gap", {"a": [0.107, 0.105, 0.109], "b": [0.11, 0.10, 0.12]}))
-    f = hyp["overfit"].judge(rising)
-    assert f.verdict == "supported" and f.stats["rise_median"] == pytest.approx((0.004 + 0.02) / 2)
-    assert hyp["overfit"].judge(_ctx(_rows("AP_gap", {"a": [0.11, 0.10, 0.09]}))).verdict == "not supported"
+def test_reversal_rule_on_intervals_all_three_outcomes():
+    judge = {h.key: h for h in get_variant(VARIANT).hypotheses}["score_reversal"].judge
+    weights = _rows("pos_weight", {"a": [0.9]})
+    neg = _rows("image_score_gap", {"a": [-0.01, -0.012], "b": [-0.007, -0.014], "c": [-0.009, -0.011]})
+    f = judge(_ctx(neg + weights))
+    assert f.verdict == "supported" and f.stats["score_gap_ci"][1] < 0 and f.stats["n_runs"] == 3
+    assert f.stats["score_gap_mean"] == pytest.approx(-0.0105) and "runs resampled" in f.text
+    pos = _rows("image_score_gap", {"a": [0.01, 0.012], "b": [0.02, 0.015]})
+    assert judge(_ctx(pos + weights)).verdict == "not supported"
+    mixed = judge(_ctx(_rows("image_score_gap", {"a": [-0.01, -0.012], "b": [0.02, 0.018]}) + weights))
+    lo, hi = mixed.stats["score_gap_ci"]
+    assert mixed.verdict == "inconclusive" and lo < 0 < hi and "both signs" in mixed.text
+    one = judge(_ctx(_rows("image_score_gap", {"a": [-0.01, -0.012, -0.011]}) + weights))
+    assert one.verdict == "supported" and "one run: its epochs resampled" in one.text
+
+
+def test_overfit_rule_on_intervals_all_three_outcomes():
+    judge = {h.key: h for h in get_variant(VARIANT).hypotheses}["overfit"].judge
+    rising = {r: [0.11, 0.10, 0.10 + rise] for r, rise in zip("abcd", (0.012, 0.015, 0.02, 0.018))}
+    f = judge(_ctx(_rows("AP_gap", rising)))
+    assert f.verdict == "supported" and f.stats["rise_median"] == pytest.approx(0.0165)
+    assert f.stats["rise_median_ci"][0] > H2_OVERFIT_RISE and f.stats["n_runs"] == 4
+    falling = {r: [0.11, 0.10, 0.09 - d] for r, d in zip("abc", (0.0, 0.01, 0.02))}
+    f = judge(_ctx(_rows("AP_gap", falling)))
+    assert f.verdict == "not supported" and f.stats["rise_median_ci"] == (0.0, 0.0)
+    spread = {"a": [0.107, 0.105, 0.105], "b": [0.11, 0.10, 0.12], "c": [0.11, 0.10, 0.1005]}  # runs disagree
+    f = judge(_ctx(_rows("AP_gap", spread)))
+    lo, hi = f.stats["rise_median_ci"]
+    assert f.verdict == "inconclusive" and lo < H2_STABLE and hi > H2_OVERFIT_RISE
+    one = judge(_ctx(_rows("AP_gap", {"a": [0.11, 0.10, 0.13]})))  # one run: no interval over runs
+    assert one.verdict == "inconclusive" and one.stats["rise_median_ci"] is None and "no interval" in one.text
+    short = judge(_ctx(_rows("AP_gap", {r: v[:2] for r, v in rising.items()})))
+    assert short.verdict == "inconclusive" and "fewer than 3 epochs" in short.text
 
 
 def test_bench_steps_run_the_variant():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,8 @@ from faap.evidence import Best, Difference, Estimate
 from faap.losses import multi_kernel_mmd, pool_queries
 from faap.variants import make_config
 from faap.variants.base import StepState
-from faap.variants.mmd import MMD, h1_verdict, h2_verdict
+from faap.variants.mmd import (H1_ALIGNED, H2_ONE_SIDED, H2_SYMMETRIC, MMD, h1_verdict, h2_verdict, mmd_drop,
+                               shift_ratio)
 
 VERDICTS = {"supported", "not supported", "inconclusive"}
 
@@ -122,20 +124,62 @@ def test_cli_bad_value_one_line_exit_2(tiny_data, tmp_path, setting, message):
     assert not out.exists()
 
 
-def test_hypothesis_rules():
+def _groups(make, n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return {g: make(rng, g) for g in ("female", "male")}
+
+
+def test_mmd_drop_resamples_the_losses_mmd():
+    """The drop's value is the loss's own MMD, before and after; its interval comes from resampled images."""
+    images = _groups(lambda rng, g: {"clean": rng.normal(size=(12, 8)) + (g == "male"),
+                                     "perturbed": rng.normal(size=(12, 8)) + 0.3 * (g == "male")})
+    sigmas = [1.0, 4.0]
+    mmd = {v: float(multi_kernel_mmd(*(torch.as_tensor(images[g][v]) for g in ("female", "male")), sigmas))
+           for v in ("clean", "perturbed")}
+    drop = mmd_drop(images, sigmas, 200)
+    assert drop["mmd_drop"] == pytest.approx(1 - mmd["perturbed"] / mmd["clean"], rel=1e-6)
+    lo, hi = drop["mmd_drop_ci"]
+    assert lo < drop["mmd_drop"] < hi and drop == mmd_drop(images, sigmas, 200)  # seeded: the same interval
+
+
+def test_h1_rule_on_intervals_all_three_outcomes():
     change = lambda value, lo, hi: Difference(value, (lo, hi), (hi - lo) / 2, 0.5, (2, 1))  # noqa: E731
-    assert h1_verdict(1.0, 0.9, change(0.02, 0.01, 0.03), 0.1)[0] == "inconclusive"  # MMD fell 10%: not aligned
-    verdict, stats = h1_verdict(1.0, 0.5, change(0.002, -0.005, 0.01), 0.1)  # rules out a shrink of 0.01
-    assert verdict == "supported" and stats["mmd_drop"] == pytest.approx(0.5)
+    mmd = {"before": 1.0, "after": 0.5}
+    aligned = {"mmd_drop": 0.5, "mmd_drop_ci": (0.4, 0.6)}
+    verdict, stats = h1_verdict(mmd, aligned, change(0.002, -0.005, 0.01), 0.1)  # rules out a shrink of 0.01
+    assert verdict == "supported" and stats["carried_by"] == "gap_change" and stats["mmd_drop_ci"] == (0.4, 0.6)
     assert stats["gap_change"] == 0.002 and stats["gap_change_ci"] == [-0.005, 0.01]
     assert stats["meaningful_shrink"] == pytest.approx(0.01)
-    assert h1_verdict(1.0, 0.5, change(-0.03, -0.05, -0.01), 0.1)[0] == "not supported"  # shrank distinguishably
+    assert h1_verdict(mmd, aligned, change(-0.03, -0.05, -0.01), 0.1)[0] == "not supported"  # shrank distinguishably
     # a point estimate above zero with an interval wide enough for a real shrink says nothing
-    assert h1_verdict(1.0, 0.5, change(0.01, -0.04, 0.06), 0.1)[0] == "inconclusive"
-    assert h2_verdict(0.1, 0.09) == ("supported", {"shift_female": 0.1, "shift_male": 0.09,
-                                                   "male_to_female": pytest.approx(0.9)})
-    assert h2_verdict(0.1, 0.02)[0] == "not supported" and h2_verdict(0.1, 0.06)[0] == "inconclusive"
-    assert h2_verdict(0.0, 0.06) == ("inconclusive", {"shift_female": 0.0, "shift_male": 0.06, "male_to_female": None})
+    assert h1_verdict(mmd, aligned, change(0.01, -0.04, 0.06), 0.1)[0] == "inconclusive"
+    # alignment not shown (the drop's interval reaches below 20%, or there is none): the MMD carries it
+    for unsure in ({"mmd_drop": 0.3, "mmd_drop_ci": (0.1, 0.5)}, {"mmd_drop": 0.5, "mmd_drop_ci": None}):
+        verdict, stats = h1_verdict(mmd, unsure, change(-0.03, -0.05, -0.01), 0.1)
+        assert verdict == "inconclusive" and stats["carried_by"] == "mmd_drop"
+    assert H1_ALIGNED == 0.2
+
+
+def _shifted(female, male, n=32, dim=256):
+    """Per-image features whose perturbation moves each group by about the given fraction."""
+    return _groups(lambda rng, g: (lambda c: {"clean": c, "perturbed": c + (female if g == "female" else male)
+                                              * rng.normal(size=c.shape)})(rng.normal(size=(n, dim))))
+
+
+def test_h2_rule_on_intervals_all_three_outcomes():
+    for female, male, verdict in ((0.1, 0.1, "supported"), (0.2, 0.05, "not supported"), (0.1, 0.065, "inconclusive")):
+        m = shift_ratio(_shifted(female, male), 300)
+        assert h2_verdict(m) == verdict, (female, male, m)
+        assert m["male_to_female"] == pytest.approx(m["shift_male"] / m["shift_female"])
+        assert m["male_to_female_ci"][0] < m["male_to_female"] < m["male_to_female_ci"][1]
+    lo, hi = shift_ratio(_shifted(0.1, 0.065), 300)["male_to_female_ci"]
+    assert H2_ONE_SIDED <= lo and hi < H2_SYMMETRIC  # inconclusive: wholly between the two bounds
+    few = shift_ratio(_shifted(0.1, 0.07, n=4, dim=4), 300)  # few small images: an interval across a bound
+    assert few["male_to_female_ci"][0] < H2_SYMMETRIC <= few["male_to_female_ci"][1] and h2_verdict(few) == "inconclusive"
+    unmoved = _shifted(0.0, 0.06)
+    assert shift_ratio(unmoved) == {"shift_female": 0.0, "shift_male": pytest.approx(0.06, rel=0.05),
+                                    "male_to_female": None, "male_to_female_ci": None}
+    assert h2_verdict(shift_ratio(unmoved)) == "inconclusive"
 
 
 def test_tiny_run_logs_mmd_and_is_judged(tiny_data, tmp_path):
@@ -157,11 +201,14 @@ def test_tiny_run_logs_mmd_and_is_judged(tiny_data, tmp_path):
     diag = feature_diagnostics(out, n_images=6)
     change = Difference(0.01, (-0.02, 0.04), 0.03, 0.5, (1, 1))
 
-    class Evidence:  # the two comparisons H1 asks for, and the run's features
+    class Evidence:  # the two comparisons H1 asks for, and the run's features (and per image)
         best = Best("trial0", {}, (out,))
 
         def features(self):
             return diag
+
+        def image_features(self):
+            return diag.images
 
         def difference(self, split, a, b, metric="AP_gap"):
             assert (split, a, b, metric) == ("test", "trial0", "clean", "AP_gap")
@@ -171,13 +218,18 @@ def test_tiny_run_logs_mmd_and_is_judged(tiny_data, tmp_path):
             assert (split, name, metric) == ("test", "clean", "AP_gap")
             return Estimate(0.3, (0.25, 0.35))
 
-    assert diag["mmd"]["before"] > 0 and diag["mmd"]["after"] > 0
+    assert diag["mmd"]["before"] > 0 and diag["mmd"]["after"] > 0 and diag["mmd"]["sigmas"] == list(cfg.sigmas)
+    assert {g: {k: v.shape for k, v in a.items()} for g, a in diag.images.items()} == {
+        g: {k: (diag["n_images"][g], 128) for k in ("clean", "perturbed", "view_a", "view_b")} for g in diag.images}
     h1, h2 = (h.judge(Evidence()) for h in MMD.hypotheses)
     assert {h1.verdict, h2.verdict} <= VERDICTS
-    assert h1.stats["mmd_drop"] == pytest.approx(1 - diag["mmd"]["after"] / diag["mmd"]["before"])
+    # the per-image features give back the measured MMD and shifts (float32 there, float64 here)
+    assert h1.stats["mmd_drop"] == pytest.approx(1 - diag["mmd"]["after"] / diag["mmd"]["before"], abs=1e-4)
     assert h1.stats["gap_change_ci"] == [-0.02, 0.04] and h1.stats["clean_test_AP_gap"] == 0.3
-    assert h1.verdict == h1_verdict(diag["mmd"]["before"], diag["mmd"]["after"], change, 0.3)[0]
-    assert "95% CI [-0.020, +0.040]" in h1.text
-    assert h2.stats["male_to_female"] == pytest.approx(diag["feature_shift"]["male"] / diag["feature_shift"]["female"])
-    assert h2.stats["shift_female"] > 0 and h2.verdict == h2_verdict(**{f"shift_{g}": v for g, v in
-                                                                        diag["feature_shift"].items()})[0]
+    drop = mmd_drop(diag.images, cfg.sigmas)
+    assert (h1.verdict, h1.stats) == h1_verdict(diag["mmd"], drop, change, 0.3)
+    assert "95% CI [-0.020, +0.040]" in h1.text and "verdict carried by the " in h1.text
+    assert h2.stats["male_to_female"] == pytest.approx(diag["feature_shift"]["male"] / diag["feature_shift"]["female"],
+                                                       rel=1e-4)
+    assert h2.stats["shift_female"] > 0 and h2.verdict == h2_verdict(shift_ratio(diag.images))
+    assert h2.where == "6 female and 6 male validation images resampled"

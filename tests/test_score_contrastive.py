@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -17,6 +18,7 @@ from conftest import tiny_values
 from faap.evidence import Best
 from faap.losses import one_way_wasserstein, percentile_split, score_contrastive
 from faap.variants import VARIANTS, make_config
+from faap.variants.score_contrastive import H1_CLEAR, H1_MARGIN, H2_CLEAR, H2_SHRINK
 
 
 # ---- the original's code, transcribed (AdaptiveScoreContrastiveLoss / BidirectionalScoreContrastiveLoss.forward,
@@ -254,26 +256,53 @@ def test_tiny_run_logs_its_terms_and_is_judged(tiny_data, tmp_path):
     for h in VARIANTS["score_contrastive"].hypotheses:
         f = h.judge(ctx)
         assert f.verdict in {"supported", "not supported", "inconclusive"}, h.key
-        assert f.stats and all(isinstance(v, (int, float)) for v in f.stats.values()), h.key
+        assert f.stats and all(v is None or isinstance(v, (int, float, tuple)) for v in f.stats.values()), h.key
+    # one record: no interval, so no verdict either way
     blind = VARIANTS["score_contrastive"].hypotheses[0].judge(ctx)
     assert blind.stats["female_share_difference"] == pytest.approx(rec["anchor_female_frac"] - rec["positive_female_frac"])
+    assert blind.verdict == "inconclusive" and blind.stats["female_share_difference_ci"] is None
     # One epoch has nothing to compare the score gap with.
     assert VARIANTS["score_contrastive"].hypotheses[1].judge(ctx).verdict == "inconclusive"
 
 
-@pytest.mark.parametrize("anchor_f,gaps,verdicts", [
-    (0.55, (0.30, 0.29), ("supported", "supported")),
-    (0.90, (0.30, 0.15), ("not supported", "not supported")),
-    (0.70, (0.30, 0.25), ("inconclusive", "inconclusive")),
-])
-def test_hypothesis_rules(anchor_f, gaps, verdicts):
+def _records(anchor_f, last_gap, epochs=3):
+    """Per-epoch records of one trial run per entry: anchors' female share (positives 0.5) and a within-batch
+    score gap falling linearly from 0.30 to ``last_gap``; plus a baseline run the judges must leave out."""
     rows = []
-    for epoch, gap in enumerate(gaps):
-        for metric, value in (("anchor_female_frac", anchor_f), ("positive_female_frac", 0.5),
-                              ("score_gap_within_batch", gap)):
-            rows.append({"condition": "trial 0", "run": "r", "epoch": epoch, "metric": metric, "value": value})
+    for run, (share, last) in enumerate(zip(anchor_f, last_gap)):
+        for epoch in range(epochs):
+            gap = 0.30 + (last - 0.30) * epoch / (epochs - 1)
+            for metric, value in (("anchor_female_frac", share + 0.01 * (epoch - 1)), ("positive_female_frac", 0.5),
+                                  ("score_gap_within_batch", gap)):
+                rows.append({"condition": "trial 0", "run": f"r{run}", "epoch": epoch, "metric": metric, "value": value})
     rows.append({"condition": "adversarial", "run": "b", "epoch": 0, "metric": "anchor_female_frac", "value": 0.0})
-    found = [h.judge(_ctx(rows)) for h in VARIANTS["score_contrastive"].hypotheses]
+    return rows
+
+
+@pytest.mark.parametrize("anchor_f,last_gap,verdicts", [
+    ([0.55, 0.56, 0.54, 0.55], [0.29, 0.295, 0.285, 0.29], ("supported", "supported")),
+    ([0.90, 0.92, 0.88, 0.90], [0.15, 0.14, 0.16, 0.15], ("not supported", "not supported")),
+    ([0.50, 0.85, 0.50, 0.85], [0.29, 0.10, 0.29, 0.10], ("inconclusive", "inconclusive")),  # runs disagree
+])
+def test_hypothesis_rules_on_intervals(anchor_f, last_gap, verdicts):
+    found = [h.judge(_ctx(_records(anchor_f, last_gap))) for h in VARIANTS["score_contrastive"].hypotheses]
     assert tuple(f.verdict for f in found) == verdicts
-    assert found[0].stats["female_share_difference"] == pytest.approx(anchor_f - 0.5)
-    assert found[1].stats["relative_change"] == pytest.approx(gaps[1] / gaps[0] - 1)
+    blind, gap = found
+    assert blind.stats["female_share_difference"] == pytest.approx(np.mean(anchor_f) - 0.5)
+    assert blind.stats["n"] == 12 and blind.stats["n_runs"] == 4 and "runs resampled" in blind.text
+    lo, hi = blind.stats["female_share_difference_ci"]
+    assert lo <= blind.stats["female_share_difference"] <= hi
+    if verdicts[0] == "inconclusive":
+        assert lo < H1_MARGIN and hi > H1_CLEAR  # the interval spans both bounds
+    assert gap.stats["relative_change"] == pytest.approx(np.mean([g / 0.30 - 1 for g in last_gap]))
+    lo, hi = gap.stats["relative_change_ci"]
+    assert lo <= gap.stats["relative_change"] <= hi and gap.stats["n_runs"] == 4
+    if verdicts[1] == "inconclusive":
+        assert lo < -H2_CLEAR and hi > -H2_SHRINK
+
+
+def test_one_run_intervals():
+    """One run: the female share's interval resamples its epochs (and says so); the gap's change has none."""
+    blind, gap = (h.judge(_ctx(_records([0.55], [0.29], epochs=6))) for h in VARIANTS["score_contrastive"].hypotheses)
+    assert blind.verdict == "supported" and "one run: its epochs resampled" in blind.text
+    assert gap.verdict == "inconclusive" and gap.stats["relative_change_ci"] is None and "no interval" in gap.text

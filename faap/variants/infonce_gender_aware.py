@@ -14,6 +14,7 @@ from faap.config import bounded
 from faap.evidence import Evidence
 from faap.heads import ProjectionHead
 from faap.losses import gender_aware_infonce, image_level_scores, one_way_wasserstein, score_weight_bias
+from faap.measures import bootstrap_ci, cluster_bootstrap_ci, interval_text
 from faap.variants.base import Finding, Hypothesis, StepState, Variant
 from faap.variants.infonce import InfoNCEConfig
 
@@ -40,23 +41,28 @@ class InfonceGenderAwareConfig(InfoNCEConfig):
 
 
 # ---- failure hypotheses, from the original's Report/infonce_3rd_vs_wgan_7th_analysis.md, section 4.1 ----
+# Rules read 95% bootstrap intervals over runs (one run: its epoch records, or no interval).
 H2_OVERFIT_RISE, H2_STABLE, H2_MIN_EPOCHS = 0.005, 0.001, 3  # AP-gap rise best -> last epoch; epochs needed
 
 
 def _judge_reversal(evidence: Evidence) -> Finding:
-    runs = evidence.per_run("image_score_gap")
-    if not runs:
+    recs = evidence.trial_epochs("image_score_gap")
+    if recs.empty:
         return Finding("inconclusive", "no image_score_gap records")
-    means = np.array([v.mean() for v in runs.values()])
+    runs = evidence.per_run("image_score_gap")
+    gap, ci = cluster_bootstrap_ci(np.mean, recs["value"].to_numpy(), recs["run"].to_numpy())
     weights = np.array([v.mean() for v in evidence.per_run("pos_weight").values()])
-    text = (f"mean image-level score gap (male - female) per run: {', '.join(f'{m:+.4f}' for m in means)}; "
-            f"mean positive weight {weights.mean():.3f} (1 = no weighting)")
-    stats = {"score_gap_mean": float(means.mean()), "pos_weight_mean": float(weights.mean()), "n_runs": len(means)}
-    if (means < 0).all():
+    text = (f"image-level score gap (male - female) per run: {', '.join(f'{v.mean():+.4f}' for v in runs.values())}; "
+            f"over all {len(recs)} run-epoch records {interval_text(gap, ci, '+.4f')} ("
+            + ("runs resampled" if len(runs) > 1 else "one run: its epochs resampled, the spread between seeds unmeasured")
+            + f"); mean positive weight {weights.mean():.3f} (1 = no weighting)")
+    stats = {"score_gap_mean": gap, "score_gap_ci": ci, "pos_weight_mean": float(weights.mean()), "n_runs": len(runs)}
+    if ci is not None and ci[1] < 0:
         return Finding("supported", text + " - men score below women, so the weights damp the positives", stats)
-    if (means > 0).all():
+    if ci is not None and ci[0] > 0:
         return Finding("not supported", text + " - men score above women, as the weighting assumes", stats)
-    return Finding("inconclusive", text + " - the sign differs between runs", stats)
+    why = "the interval reaches both signs" if ci else "one record gives no interval"
+    return Finding("inconclusive", f"{text} - {why}", stats)
 
 
 def _judge_overfit(evidence: Evidence) -> Finding:
@@ -64,27 +70,31 @@ def _judge_overfit(evidence: Evidence) -> Finding:
     if not runs:
         return Finding("inconclusive", "no AP_gap records")
     rises, n_epochs = np.array([v[-1] - v.min() for v in runs.values()]), min(len(v) for v in runs.values())
-    rise = float(np.median(rises))
-    text = (f"val AP gap at the last epoch minus its best epoch, median over {len(rises)} runs: {rise:+.4f} "
-            f"(shortest run {n_epochs} epochs)")
-    stats = {"rise_median": rise, "n_runs": len(rises), "min_epochs": n_epochs}
+    rise, ci = bootstrap_ci(np.median, rises)
+    text = (f"val AP gap at the last epoch minus its best epoch, median over {len(rises)} runs: "
+            f"{interval_text(rise, ci, '+.4f')} (runs resampled; shortest run {n_epochs} epochs)")
+    stats = {"rise_median": rise, "rise_median_ci": ci, "n_runs": len(rises), "min_epochs": n_epochs}
     if n_epochs < H2_MIN_EPOCHS:
         return Finding("inconclusive", text + f" - fewer than {H2_MIN_EPOCHS} epochs", stats)
-    if rise > H2_OVERFIT_RISE:
+    if ci is None:
+        return Finding("inconclusive", text + " - one run gives no interval", stats)
+    if ci[0] > H2_OVERFIT_RISE:
         return Finding("supported", text + " - the gap grows again after its best epoch", stats)
-    return Finding("not supported" if rise < H2_STABLE else "inconclusive", text, stats)
+    return Finding("not supported" if ci[1] < H2_STABLE else "inconclusive", text, stats)
 
 
 HYPOTHESES = (
     Hypothesis("score_reversal", "Score-gap reversal turns the weighting around (\"score_gap (M-F) is negative "
                "(-0.007 ~ -0.014) ... the contrastive loss acts in the wrong direction\")",
-               "supported when every run's mean image-level score gap (male - female) is below 0, not supported when "
-               "every one is above 0", _judge_reversal),
+               "on the 95% interval of the mean image-level score gap (male - female; runs resampled, or one run's "
+               "epochs): supported when it lies wholly below 0, not supported when wholly above 0, otherwise "
+               "inconclusive", _judge_reversal),
     Hypothesis("overfit", "Overfitting after the best epoch (\"performance falls after epoch 10 ... the projection "
                "head overfits the training set\")",
-               f"supported when the median rise of the val AP gap from its best to its last epoch exceeds "
-               f"{H2_OVERFIT_RISE}, not supported below {H2_STABLE} (runs of at least {H2_MIN_EPOCHS} epochs)",
-               _judge_overfit),
+               f"on the 95% interval of the median rise of the val AP gap from its best to its last epoch (runs "
+               f"resampled; one run gives none: inconclusive): supported when it lies wholly above {H2_OVERFIT_RISE}, "
+               f"not supported when wholly below {H2_STABLE} (runs of at least {H2_MIN_EPOCHS} epochs), otherwise "
+               "inconclusive", _judge_overfit),
 )
 
 

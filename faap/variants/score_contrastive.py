@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -12,6 +13,7 @@ from faap.config import TrainConfig, bounded
 from faap.evidence import Evidence
 from faap.heads import ProjectionHead
 from faap.losses import score_contrastive
+from faap.measures import bootstrap_ci, cluster_bootstrap_ci, interval_text
 from faap.variants.base import Finding, Hypothesis, StepState, Variant
 
 
@@ -60,7 +62,7 @@ class BatchNormProjectionHead(ProjectionHead):
         self.net.insert(1, nn.BatchNorm1d(hidden))
 
 
-# ---- failure hypotheses, measured on the study's per-epoch records -------------------------------
+# ---- failure hypotheses, measured on the study's per-epoch records; rules read 95% bootstrap intervals ----
 H1_MARGIN, H1_CLEAR = 0.10, 0.25
 H2_SHRINK, H2_CLEAR = 0.10, 0.25
 
@@ -71,11 +73,16 @@ def _judge_gender_blind(evidence: Evidence) -> Finding:
     diff = (anchors - positives).dropna()
     if diff.empty:
         return Finding("inconclusive", "no epoch records the anchors' female share (0 records)", {"n": 0})
-    d, n = float(diff.mean()), len(diff)
+    runs = diff.index.get_level_values("run")
+    d, ci = cluster_bootstrap_ci(np.mean, diff.to_numpy(), runs.to_numpy())
+    n, n_runs = len(diff), runs.nunique()
     text = (f"anchors are {anchors.mean():.2f} female, positives {positives.mean():.2f}: the ranking puts "
-            f"{d:+.2f} more women among the anchors (mean of {n} run-epoch records)")
-    verdict = "supported" if d < H1_MARGIN else "not supported" if d > H1_CLEAR else "inconclusive"
-    return Finding(verdict, text, {"female_share_difference": d, "n": n})
+            f"{interval_text(d, ci, '+.2f')} more women among the anchors (mean of {n} run-epoch records, "
+            + ("runs resampled)" if n_runs > 1 else "one run: its epochs resampled, the spread between seeds unmeasured)"))
+    verdict = ("inconclusive" if ci is None else "supported" if ci[1] < H1_MARGIN
+               else "not supported" if ci[0] > H1_CLEAR else "inconclusive")
+    return Finding(verdict, text, {"female_share_difference": d, "female_share_difference_ci": ci, "n": n,
+                                   "n_runs": n_runs})
 
 
 def _judge_gap_not_closed(evidence: Evidence) -> Finding:
@@ -85,21 +92,26 @@ def _judge_gap_not_closed(evidence: Evidence) -> Finding:
     if changes.empty:
         return Finding("inconclusive", f"within-batch score gap {first.mean():.3f} at the first epoch, no later "
                        "epoch to compare with", {"first_gap": float(first.mean()), "n_runs": 0})
-    c = float(changes.mean())
+    c, ci = bootstrap_ci(np.mean, changes.to_numpy())
     text = (f"within-batch score gap (positives minus anchors) {first.mean():.3f} -> {last.mean():.3f} from the "
-            f"first to the last epoch ({100 * c:+.1f}%, mean over {len(changes)} runs)")
-    verdict = "supported" if c > -H2_SHRINK else "not supported" if c < -H2_CLEAR else "inconclusive"
-    return Finding(verdict, text, {"relative_change": c, "n_runs": len(changes)})
+            f"first to the last epoch: relative change {interval_text(c, ci, '+.1%')} (mean over {len(changes)} "
+            + ("runs, runs resampled)" if ci else "run: one run gives no interval)"))
+    verdict = ("inconclusive" if ci is None else "supported" if ci[0] > -H2_SHRINK
+               else "not supported" if ci[1] < -H2_CLEAR else "inconclusive")
+    return Finding(verdict, text, {"relative_change": c, "relative_change_ci": ci, "n_runs": len(changes)})
 
 
 HYPOTHESES = (
     Hypothesis("gender_blind", "The score ranking does not single out women",
-               f"supported when the anchors' female share exceeds the positives' by less than {H1_MARGIN}, not "
-               f"supported above {H1_CLEAR} (the premise: 'low-score images naturally include mostly women')",
+               f"on the 95% interval of the anchors' female share minus the positives' (runs resampled, or one run's "
+               f"epochs): supported when it lies wholly below {H1_MARGIN}, not supported when wholly above {H1_CLEAR}, "
+               "otherwise inconclusive (the premise: 'low-score images naturally include mostly women')",
                _judge_gender_blind),
     Hypothesis("gap_not_closed", "Anchors are not pulled up to the positives",
-               f"supported when the within-batch score gap shrinks by less than {H2_SHRINK:.0%} from the first to "
-               f"the last epoch, not supported beyond {H2_CLEAR:.0%}", _judge_gap_not_closed),
+               f"on the 95% interval of the within-batch score gap's relative change from the first to the last epoch "
+               f"(runs resampled; one run gives none: inconclusive): supported when it lies wholly above "
+               f"-{H2_SHRINK:.0%} (a shrink of less than {H2_SHRINK:.0%}), not supported when wholly below "
+               f"-{H2_CLEAR:.0%}, otherwise inconclusive", _judge_gap_not_closed),
 )
 
 
