@@ -27,7 +27,7 @@ from analysis.plan import components
 from faap.metrics import AP, AR, METRICS
 
 REC_THRS = np.linspace(0.0, 1.00, 101)
-REPORTED = ("AP_male", "AP_female", "AP_gap", "AR_male", "AR_female", "AR_gap")
+REPORTED = ("AP_male", "AP_female", "AP_gap", "AP_mean", "AR_male", "AR_female", "AR_gap")
 """Registry metrics each condition gets an interval of, by the registry's formulas. The bootstrap's own
 choice, not a copy of the registry: its maths reproduces COCO's AP@[.50:.95] and AR@100 only
 (``faap.metrics.AP``/``AR``), so a metric reading any other stat cannot be bootstrapped here."""

@@ -158,13 +158,20 @@ def _bench(args) -> None:
 
 
 def _report(args) -> None:
-    given = [flag for flag, v in (("STUDY", args.study), ("--legacy", args.legacy), ("--runs", args.runs)) if v]
+    given = [flag for flag, v in (("STUDY", args.study), ("--legacy", args.legacy), ("--runs", args.runs),
+                                  ("--program", args.program)) if v]
     if len(given) != 1:
-        raise UserError("give exactly one of a study name, --legacy PATH or --runs DIR..." +
+        raise UserError("give exactly one of a study name, --legacy PATH, --runs DIR... or --program STUDY..." +
                         (f" (got {' and '.join(given)})" if given else ""))
     if args.split is not None and not args.runs:
-        raise UserError("--split goes with --runs (a study report shows val and test)")
-    if args.legacy:
+        raise UserError("--split goes with --runs (a study report shows val and test, a program report test)")
+    if args.plan_for is not None and not args.study:
+        raise UserError("--plan-for goes with a study report")
+    if args.program:
+        from reports.program import build_program
+
+        build_program(args.program, args.out, args.storage, args.replicates)
+    elif args.legacy:
         from reports.legacy import build as build_legacy
 
         build_legacy(args.legacy, args.out)
@@ -317,13 +324,19 @@ def _add_bench(sub) -> None:
 
 def _add_report(sub) -> None:
     """``faap report``."""
-    r = sub.add_parser("report", help="markdown report of a study, of legacy result folders, or comparing run folders")
+    r = sub.add_parser("report", help="markdown report of a study, of legacy result folders, comparing run folders, "
+                       "or a program of studies against the 7th")
     r.add_argument("study", nargs="?", help="study name")
-    r.add_argument("--storage", help="journal file path or RDB URL (default: runs/studies/journal.log)")
+    r.add_argument("--storage", help="journal file path or RDB URL (default: runs/studies/journal.log); with "
+                   "--program, of every study not given as STUDY@URL")
     r.add_argument("--legacy", help="an original codebase's faap_outputs folder instead of a study")
     r.add_argument("--runs", nargs="+", metavar="DIR|LABEL=DIR1,DIR2",
                    help="run folders (from 'faap eval --generator' or 'faap train') to compare with each other and "
                         "the clean detector; LABEL=DIR1,DIR2,... makes several seed runs one condition")
+    r.add_argument("--program", nargs="+", metavar="STUDY|STUDY@URL",
+                   help="studies of different ideas: each one's best trial against the 7th (run by the first study "
+                        "that ran it) and the clean detector on the same test images, Holm-adjusted; STUDY@URL reads "
+                        "a study from its own storage (others: --storage)")
     r.add_argument("--split", help="with --runs: the split the runs were evaluated on (default: test)")
     r.add_argument("--out", required=True, help="report folder (report.md, figures/)")
     r.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates")

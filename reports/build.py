@@ -30,11 +30,13 @@ from faap.errors import UserError
 from faap.metrics import METRICS, MINIMIZE
 from faap.oracle import oracle_detections
 from faap.rundir import RunDir
-from faap.variants import VARIANTS, get_variant
+from faap.variants import get_variant
 from reports import figures
-from reports.common import (CLEAN_LABEL, ORIGINAL_CLAIM, Section, claim_sentence, fmt_ci, fmt_interval, fmt_signed, match_tables,
-                            run_sections, verdict_word, write_report)
+from reports.common import (ORIGINAL_CLAIM, Section, claim_sentence, condition_label, fmt_ci, fmt_interval, fmt_signed,
+                            match_tables, run_sections, verdict_word, write_report)
+from reports.epochs import per_epoch_section
 from reports.examples import example_grid
+from reports.features import feature_space_section
 
 SIZE_STATS = {"small": "AP@[0.50:0.95]_small_100", "medium": "AP@[0.50:0.95]_medium_100",
               "large": "AP@[0.50:0.95]_large_100"}
@@ -75,20 +77,15 @@ class Context:
         return get_variant(self.spec.variant)
 
     def label(self, cname: str) -> str:
-        return label(cname)
+        """The condition's display name (:func:`reports.common.condition_label`): a trial with its parameters."""
+        cond = self.data.conditions.get(cname)
+        return condition_label(cname, cond.params if cond else None)
 
     def diagnostics(self) -> dict:
         """Feature measurements of the best trial's first seed run (selected checkpoint), computed once."""
         if "diagnostics" not in self.report:
             self.report["diagnostics"] = feature_diagnostics(self.best.runs[0], n_images=self.n_images)
         return self.report["diagnostics"]
-
-
-def label(cname: str) -> str:
-    """A condition's name in reports: the clean detector, a variant's label, or the name itself."""
-    if cname == "clean":
-        return CLEAN_LABEL
-    return (VARIANTS[cname].label or cname) if cname in VARIANTS else cname
 
 
 def _tables(data, split: str, names: list[str]) -> tuple[dict, dict]:
@@ -99,13 +96,19 @@ def _tables(data, split: str, names: list[str]) -> tuple[dict, dict]:
     return match_tables(data.spec.data, split, sources)
 
 
-def _context(name: str, url: str | None, out_dir: str, replicates: int, n_images: int) -> Context:
-    data = load_study_data(name, url)
+def ranked_trials(data) -> list:
+    """The study's completed trials, best first by its first objective in its own direction (on val)."""
     trials = [c for c in data.conditions.values() if c.kind == "trial"]
     if not trials:
-        raise UserError(f"study '{name}' has no completed trial yet (see 'faap sweep status {name}')")
+        raise UserError(f"study '{data.name}' has no completed trial yet (see 'faap sweep status {data.name}')")
     lower = data.spec.objectives[0]["direction"] == MINIMIZE  # the study's own direction
-    ranked = sorted(trials, key=lambda c: c.value if lower else -c.value)
+    return sorted(trials, key=lambda c: c.value if lower else -c.value)
+
+
+def _context(name: str, url: str | None, out_dir: str, replicates: int, n_images: int) -> Context:
+    data = load_study_data(name, url)
+    ranked = ranked_trials(data)
+    trials = [c for c in data.conditions.values() if c.kind == "trial"]  # in trial order
     declared = get_variant(data.spec.variant).reference
     ref = declared if declared in data.conditions else "clean"
     compared = ["clean"] + ([ref] if ref != "clean" else []) + [c.name for c in trials]
@@ -150,7 +153,7 @@ def verdict(ctx: Context) -> Section:
     for split in ("val", "test"):
         for a, b in pairs:
             text, d = _difference_line(ctx, split, a, b)
-            who = f"best {ctx.spec.variant} trial ({a}, {ctx.best.params})" if a == ctx.best.name else ctx.label(a)
+            who = f"best {ctx.spec.variant} trial" if a == ctx.best.name else ctx.label(a)
             lines.append(f"- **{split}**, {who}: {text}.")
             key = f"verdict_{split}" if a == ctx.best.name else f"verdict_reference_vs_clean_{split}"
             data[key] = {"difference": d, "word": verdict_word(d)}
@@ -247,7 +250,7 @@ def comparison_table(ctx: Context) -> Section:
              "| condition | split | seeds | AP male | AP female | AP gap [95% CI] | AR gap [95% CI] |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     show = [(c, ctx.label(c)) for c in dict.fromkeys(["clean", ctx.ref])] + \
-        [(ctx.best.name, f"best: {ctx.best.name}"), (ctx.median.name, f"median: {ctx.median.name}")]
+        [(c.name, f"{role}: {ctx.label(c.name)}") for c, role in ((ctx.best, "best"), (ctx.median, "median"))]
     for cname, label in show:
         for split in ("val", "test"):
             c = ctx.report["splits"][split]["conditions"][cname]
@@ -273,7 +276,7 @@ def seeds_section(ctx: Context) -> Section:
         poi = probability_of_improvement(vals, per_seed.get(ctx.ref, []), lower)
         found["seeds"][c] = {**s, "values": vals, "p_improvement_vs_reference": poi}
         ci = "n/a" if not np.isfinite(s["ci"][0]) else f"{s['ci'][0]:.3f}, {s['ci'][1]:.3f}"
-        lines.append(f"| {c} | {s['n']} | {s['mean']:.3f} [{ci}] | {s['iqm']:.3f} | "
+        lines.append(f"| {ctx.label(c)} | {s['n']} | {s['mean']:.3f} [{ci}] | {s['iqm']:.3f} | "
                      f"{'-' if c == ctx.ref else f'{poi:.2f}'} |")
     if ctx.ref != "clean" and len(ctx.trials) > 1:
         diffs, ref = ctx.report["splits"]["test"]["differences"], ctx.ref
@@ -281,15 +284,19 @@ def seeds_section(ctx: Context) -> Section:
         adj = found["holm"] = holm(pvals)
         lines += ["", f"Every trial against the {ctx.label(ref)} on test (AP gap difference, bootstrap p, Holm-adjusted "
                   f"over {len(ctx.trials)} comparisons): " + "; ".join(
-                      f"{c}: {fmt_signed(diffs[f'{c} - {ref}']['AP_gap']['value'])}, p {pvals[c]:.3f} -> {adj[c]:.3f}"
+                      f"{ctx.label(c)}: {fmt_signed(diffs[f'{c} - {ref}']['AP_gap']['value'])}, p {pvals[c]:.3f} -> "
+                      f"{adj[c]:.3f}"
                       for c in pvals) + "."]
     return Section(lines + [""], found)
 
 
 def curves_section(ctx: Context) -> Section:
     clean_val_gap = ctx.data.clean.get("val", {}).get("AP_gap")
-    gap = figures.curves(ctx.data.epochs, clean_val_gap, ctx.out_dir, highlight=ctx.ref)
-    score = figures.curves(ctx.data.epochs, None, ctx.out_dir, "matched_score_gap", "matched_score_gap.png", ctx.ref)
+    epochs, ref = ctx.data.epochs, ctx.label(ctx.ref)
+    if len(epochs):  # each condition by its display name in the legend
+        epochs = epochs.assign(condition=epochs["condition"].map(ctx.label))
+    gap = figures.curves(epochs, clean_val_gap, ctx.out_dir, highlight=ref)
+    score = figures.curves(epochs, None, ctx.out_dir, "matched_score_gap", "matched_score_gap.png", ref)
     return Section(["## Per-epoch curves (validation)", "", f"![val AP gap per epoch]({gap})", "",
                     f"![matched-score gap per epoch]({score})", ""])
 
@@ -364,18 +371,20 @@ def other_section(ctx: Context) -> Section:
     test = ctx.report["splits"]["test"]["conditions"]
     lines = ["## Other measurements", "",
              f"- The perturbation moves pooled decoder features by {shift['female']:.3f} (female) and "
-             f"{shift['male']:.3f} (male) of their norm (run {best.name}).",
+             f"{shift['male']:.3f} (male) of their norm ({ctx.label(best.name)}, first seed run).",
              f"- AR gap vs AP gap on test: {ctx.label(ref)} AR gap {fmt_ci(test[ref]['AR_gap'])} vs AP gap "
-             f"{fmt_ci(test[ref]['AP_gap'])}; {best.name} AR gap {fmt_ci(test[best.name]['AR_gap'])} vs AP gap "
-             f"{fmt_ci(test[best.name]['AP_gap'])}."]
+             f"{fmt_ci(test[ref]['AP_gap'])}; {ctx.label(best.name)} AR gap {fmt_ci(test[best.name]['AR_gap'])} vs "
+             f"AP gap {fmt_ci(test[best.name]['AP_gap'])}."]
     sizes = {}
     for cname in ("clean", ref, best.name):
         run = RunDir(data.conditions[cname].runs[0] if cname != "clean" else best.runs[0])
         ev = run.read_eval("test", run.selected_epoch())["details"]["baseline" if cname == "clean" else "perturbed"]
         sizes[cname] = {f"{g} {s}": ev[g][k] if ev[g][k] is not None else float("nan")
                         for g in ("female", "male") for s, k in SIZE_STATS.items()}
-    lines += ["", f"![AP by object size]({figures.bars(sizes, 'test AP (first seed run)', ctx.out_dir, 'ap_by_size.png')})", ""]
-    shown = {c: data.conditions[c].runs[0] for c in (ref, best.name) if c != "clean"}
+    bars = figures.bars({ctx.label(c): v for c, v in sizes.items()}, "test AP (first seed run)", ctx.out_dir,
+                        "ap_by_size.png")
+    lines += ["", f"![AP by object size]({bars})", ""]
+    shown = {ctx.label(c): data.conditions[c].runs[0] for c in (ref, best.name) if c != "clean"}
     grid = example_grid(shown, os.path.join(ctx.out_dir, "figures", "examples.png"))
     lines += ["Validation examples per group (green: ground truth; red: detections with score >= 0.5; perturbation "
               "shown from -eps (black) to +eps (white)), first seed run of each condition:", "",
@@ -394,8 +403,8 @@ def reproduce_section(ctx: Context) -> Section:
                     f"({summary['select_metric']}), test evaluated once per run.", ""])
 
 
-SECTIONS = [verdict, control_section, comparison_table, seeds_section, curves_section, params_section, hypotheses_section,
-            other_section, reproduce_section]
+SECTIONS = [verdict, control_section, comparison_table, seeds_section, curves_section, per_epoch_section, params_section,
+            hypotheses_section, feature_space_section, other_section, reproduce_section]
 """The report's sections, in order: each ``(ctx) -> Section``; the study's variant adds its own
 ``report_sections`` before the last (see :func:`sections`), each ``(ctx) -> (lines, data)``."""
 

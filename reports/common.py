@@ -19,6 +19,7 @@ import numpy as np
 from analysis.bootstrap import match_table
 from faap.data.coco import load_split
 from faap.evaluate import read_detections
+from faap.variants import VARIANTS
 
 CLEAN_LABEL = "clean detector"
 """How every report names the condition 'clean' (the unperturbed detector)."""
@@ -27,6 +28,28 @@ ORIGINAL_GAP = (0.106, 0.110)
 its perturbation."""
 ORIGINAL_CLAIM = round(ORIGINAL_GAP[1] - ORIGINAL_GAP[0], 3)
 """Size of the original study's headline change, the scale a study must resolve."""
+
+
+def fmt_param(value) -> str:
+    """A hyperparameter's value as people read it: ``0.05``, ``0.000123`` (3 significant digits), ``True``."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def condition_label(cname: str, params: dict | None = None, variant: str | None = None) -> str:
+    """The one display name of a condition in every report, table and figure: the clean detector, a
+    baseline variant's label (``7th (adversarial)``), or a trial by its number *and* its parameters,
+    ``trial 2 (temperature 0.5)``; ``variant`` prefixes the trial's variant (``infonce trial 2 (...)``),
+    for tables that mix studies."""
+    if cname == "clean":
+        return CLEAN_LABEL
+    if cname in VARIANTS:
+        return VARIANTS[cname].label or cname
+    name = f"{variant} {cname}" if variant else cname
+    if not params:
+        return name
+    return f"{name} ({', '.join(f'{k} {fmt_param(v)}' for k, v in params.items())})"
 
 
 def claim_sentence(half_width: float) -> str:

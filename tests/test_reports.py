@@ -44,15 +44,18 @@ def test_study_report_numbers_equal_stored(small_study, monkeypatch):
     monkeypatch.setattr(ablations.runner, "resolve_data", lambda spec: pytest.fail("the study loader wrote data"))
     name, url, tmp = small_study
     out = str(tmp / "report")
+    drawn = _record_figure_labels(monkeypatch)
     rep = build(name, url, out, replicates=200, n_images=12)
     text = open(os.path.join(out, "report.md")).read()
     for section in ("## Verdict", "## Clean detector, 7th (adversarial) baseline and the variant", "## Across seeds",
-                    "## Per-epoch curves", "## Hyperparameter effects", "## Why did it fail?", "## Reproduce"):
+                    "## Per-epoch curves", "## Per-epoch table", "## Hyperparameter effects", "## Why did it fail?",
+                    "## Reproduce"):
         assert section in text
     _assert_pngs(out, text)
     from analysis.study import load_study_data
 
     data = load_study_data(name, url)
+    _assert_trials_named_by_parameters(data, rep, text, drawn)
     # Intermediate values: step = seed index x epochs + epoch, the val AP gap of that epoch.
     first = data.intermediate[data.intermediate.trial == 0].sort_values("step")
     assert first["step"].tolist() == [0, 1, 2, 3]
@@ -89,6 +92,45 @@ def test_study_report_numbers_equal_stored(small_study, monkeypatch):
     _assert_control_and_plan(rep, text, tiny_data_root(data))
 
 
+def _record_figure_labels(monkeypatch) -> dict:
+    """Wrap the forest and curve figures to record the condition names they draw."""
+    from reports import figures
+
+    drawn, forest, curves = {"forest": [], "curves": []}, figures.forest, figures.curves
+
+    def forest_(rows, *args, **kw):
+        drawn["forest"] += [r["label"] for r in rows]
+        return forest(rows, *args, **kw)
+
+    def curves_(epochs, *args, **kw):
+        drawn["curves"] += list(dict.fromkeys(epochs["condition"]))
+        return curves(epochs, *args, **kw)
+
+    monkeypatch.setattr(figures, "forest", forest_)
+    monkeypatch.setattr(figures, "curves", curves_)
+    return drawn
+
+
+def _assert_trials_named_by_parameters(data, rep, text, drawn):
+    """Tables, the verdict and the figures name a trial by its number and parameters, never the number alone."""
+    import re
+
+    from reports.common import condition_label
+
+    for cname, cond in data.conditions.items():
+        if cond.kind != "trial":
+            continue
+        full = f"{cname} (temperature {cond.params['temperature']:.3g})"
+        assert condition_label(cname, cond.params) == full
+        assert full in drawn["forest"] and full in drawn["curves"], drawn
+        assert re.search(rf"\| {re.escape(full)} \| 2 \|", text)  # the across-seeds table
+    assert f"best: {condition_label(rep['best'], data.conditions[rep['best']].params)} |" in text
+    assert "7th (adversarial)" in drawn["forest"] and "clean detector" in drawn["forest"]
+    judged = re.compile(r"^\d+\. \*\*")  # a hypothesis's finding: the variant's own text names its run folder
+    bare = [line for line in text.splitlines() if re.search(r"trial \d+(?! \()", line) and not judged.match(line)]
+    assert not bare, bare
+
+
 def tiny_data_root(data):
     return data.spec.data
 
@@ -113,6 +155,61 @@ def _assert_control_and_plan(rep, text, root):
         assert half_width(c, p["seeds_needed"], p["seeds_needed"]) <= 0.004
     if p["images_needed"]:
         assert half_width(c, c.runs_a, c.runs_b, p["images_needed"] / c.images) <= 0.004 * 1.0001
+
+
+def _epoch_means(runs, epoch, key):
+    from faap.rundir import RunDir
+
+    values = [r[key] for run in runs for r in RunDir(run).read_metrics() if r["epoch"] == epoch]
+    return float(np.mean(values)), len(values)
+
+
+def test_per_epoch_table_equals_the_runs_records(small_study, tmp_path):
+    """Val, every epoch: each condition's mean over its seeds' metrics.jsonl, the clean detector as the reference
+    row, changes in points and % against it and against the 7th at the same epoch; exploratory test rows are
+    added (and marked) once a run has them."""
+    from faap.reeval import evaluate_epochs
+    from reports.build import _context
+    from reports.epochs import per_epoch_section
+
+    name, url, _ = small_study
+    ctx = _context(name, url, str(tmp_path), replicates=20, n_images=4)
+    lines, data, _ = per_epoch_section(ctx)
+    table = data["per_epoch"]
+    assert table["test_exploratory"] is None and "selection on test" in lines[-2]
+    runs = {c: ctx.data.conditions[c].runs for c in ("adversarial", ctx.best.name, ctx.median.name)}
+    clean_gap, _ = _epoch_means(runs["adversarial"], 0, "baseline_AP_gap")
+    assert table["val"]["clean"]["AP_gap"] == pytest.approx(clean_gap)
+    assert [(r["condition"], r["epoch"]) for r in table["val"]["rows"]] == [(c, e) for c in runs for e in (0, 1)]
+    for row in table["val"]["rows"]:
+        for key in ("AP_male", "AP_female", "AP_gap"):
+            mean, n = _epoch_means(runs[row["condition"]], row["epoch"], key)
+            assert row[key] == pytest.approx(mean) and row["seeds"] == n == 2
+        assert row["change_vs_clean"]["points"] == pytest.approx(100 * (row["AP_gap"] - clean_gap))
+        assert row["change_vs_clean"]["percent"] == pytest.approx(100 * (row["AP_gap"] - clean_gap) / abs(clean_gap))
+        if row["condition"] != "adversarial":
+            ref, _ = _epoch_means(runs["adversarial"], row["epoch"], "AP_gap")
+            assert row["change_vs_reference"]["points"] == pytest.approx(100 * (row["AP_gap"] - ref))
+    assert sum(r["selected_on_val"] for r in table["val"]["rows"] if r["condition"] == ctx.best.name) == 2
+    text = "\n".join(lines)
+    assert "| clean detector (reference row) | every |" in text and "Δ gap vs 7th (adversarial) (points)" in text
+    first = table["val"]["rows"][-1]
+    assert f"| {first['AP_gap']:.4f} | {first['change_vs_clean']['points']:+.2f} | " in text
+
+    for run in runs[ctx.best.name] + runs["adversarial"][:1]:  # the 7th: one seed of two on test
+        evaluate_epochs(run, "all", "test", "cpu")
+    lines, data, _ = per_epoch_section(ctx)
+    test = data["per_epoch"]["test_exploratory"]
+    assert "### Test, every epoch (exploratory)" in lines and "selection on test" in test["note"]
+    assert [(r["condition"], r["seeds"]) for r in test["rows"]] == [("adversarial", 1)] * 2 + [(ctx.best.name, 2)] * 2
+    assert all(r["exploratory"] for r in test["rows"])
+    summary = ctx.data.run_summary(runs[ctx.best.name][0])
+    assert test["clean"]["AP_gap"] == pytest.approx(summary["baseline"]["test"]["AP_gap"])
+    chosen = [r for r in test["rows"] if r["condition"] == ctx.best.name and r["epoch"] == summary["selected_epoch"]]
+    selected = [ctx.data.run_summary(r) for r in runs[ctx.best.name]]
+    if len({s["selected_epoch"] for s in selected}) == 1:  # both seeds chose this epoch: their own test numbers
+        assert chosen[0]["AP_gap"] == pytest.approx(np.mean([s["test"]["AP_gap"] for s in selected]))
+    json.dumps(data, default=float)  # what build writes to report.json
 
 
 def _shift_finding(evidence):
