@@ -21,6 +21,8 @@ The measurements themselves are :mod:`faap.measures` (variants use them too).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -29,6 +31,7 @@ from faap.data.loader import GenderDetection, collate
 from faap.data.transforms import build_transforms
 from faap.generator import perturb
 from faap.measures import cosine_summary, effective_rank
+from faap.rundir import RunDir
 from faap.variants import get_variant
 
 
@@ -44,17 +47,46 @@ class FeatureDiagnostics(dict):
         self.images = images
 
 
+VIEWS = ("clean", "perturbed", "view_a", "view_b")
+"""The images a run's features are taken on: as loaded, perturbed by the run's G, and two colour-augmented
+views (``color_augment`` 'medium', drawn after ``torch.manual_seed(0)``, in this order per group)."""
+
+
+@dataclass
+class RunFeatures:
+    """Decoder features of a saved run's checkpoint on the first validation images of each group."""
+
+    run: str
+    epoch: int
+    image_ids: dict
+    """``{group: [image id per row]}``: two runs of one dataset see the same images in the same rows."""
+    features: dict
+    """``{group: {view: tensor B x Q x D}}``, the views asked for (:data:`VIEWS`); a group with no validation
+    image is absent here and in :attr:`image_ids`."""
+    variant: object
+    """The run's variant module with its trained weights (e.g. InfoNCE's ``proj_head``)."""
+    variant_init: object
+    """The same variant as the trainer initialised it from the run's seed."""
+
+
 @torch.no_grad()
-def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 64,
-                        device: str = "cpu") -> FeatureDiagnostics:
+def run_features(run_dir: str, epoch: int | None = None, n_images: int = 64, device: str = "cpu",
+                 views: tuple = VIEWS) -> RunFeatures:
+    """The one extraction of per-image features from a run (the diagnostics and the feature space use it).
+
+    ``epoch`` None: the epoch the run selected on val (the last saved one for a run that has not finished).
+    Trap: the checkpoint folder also keeps the last epoch, which is not the selected one in general."""
     from faap.runtime import initial_modules, open_run
 
+    if epoch is None:
+        epoch = RunDir(run_dir).selected_epoch()
     cfg, state, groups, detector = open_run(run_dir, epoch, "val", device)
     tf = build_transforms(False, cfg.train_scales, cfg.max_size, cfg.eval_size)
     batches = {}
     for name, gs in groups.items():
         ds = GenderDetection({name: gs}, tf, detector.category_to_label)
-        batches[name] = collate([ds[i] for i in range(min(n_images, len(ds)))])
+        if min(n_images, len(ds)):  # a group without images is left out (its callers say so)
+            batches[name] = collate([ds[i] for i in range(min(n_images, len(ds)))])
     # The untrained modules, rebuilt as the trainer built them from the seed; G then gets its trained weights.
     generator, variant_init = initial_modules(cfg, detector.hidden_dim, device)
     generator.load_state_dict(state["generator"])
@@ -65,12 +97,20 @@ def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 
     feats = {}
     for name, batch in batches.items():
         x, mask = batch["pixel_values"].to(device), batch["pixel_mask"].to(device)
-        x_adv, _ = perturb(generator, x, mask, state["eps"], cfg.perturb_padding)
-        feats[name] = {"clean": detector(x, mask).features, "perturbed": detector(x_adv, mask).features,
-                       "view_a": detector(color_augment(x, "medium"), mask).features,
-                       "view_b": detector(color_augment(x, "medium"), mask).features}
+        images = {"clean": lambda: x, "perturbed": lambda: perturb(generator, x, mask, state["eps"],
+                                                                   cfg.perturb_padding)[0],
+                  "view_a": lambda: color_augment(x, "medium"), "view_b": lambda: color_augment(x, "medium")}
+        feats[name] = {v: detector(images[v](), mask).features for v in VIEWS if v in views}
+    ids = {g: [int(t["image_id"]) for t in b["targets"]] for g, b in batches.items()}
+    return RunFeatures(run_dir, state["epoch"], ids, feats, variant, variant_init)
+
+
+def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 64,
+                        device: str = "cpu") -> FeatureDiagnostics:
+    extracted = run_features(run_dir, epoch, n_images, device)
+    feats = extracted.features
     pooled = {g: {k: v.mean(1) for k, v in f.items()} for g, f in feats.items()}
-    out = {"run": run_dir, "epoch": state["epoch"], "n_images": {g: len(b["groups"]) for g, b in batches.items()}}
+    out = {"run": run_dir, "epoch": extracted.epoch, "n_images": {g: len(i) for g, i in extracted.image_ids.items()}}
     f, m = pooled["female"], pooled["male"]
     out["h1_features_before"] = cosine_summary(f["clean"], m["clean"], f["view_a"], m["view_a"])
     out["h1_features_views"] = cosine_summary(f["view_a"], m["view_a"], f["view_b"], m["view_b"])
@@ -82,7 +122,8 @@ def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 
                  "feature_dim": int(before.shape[1])}
     out["feature_shift"] = {g: float((pooled[g]["perturbed"] - pooled[g]["clean"]).norm(dim=-1).mean()
                                      / pooled[g]["clean"].norm(dim=-1).mean()) for g in pooled}
-    own = dict(variant.feature_measurements(variant_init, feats))
+    with torch.no_grad():
+        own = dict(extracted.variant.feature_measurements(extracted.variant_init, feats))
     images = {g: {k: v.cpu().numpy() for k, v in p.items()} for g, p in pooled.items()}
     for name, per_group in own.pop("images", {}).items():
         for g, v in per_group.items():
