@@ -93,6 +93,7 @@ def run_features(run_dir: str, epoch: int | None = None, n_images: int = 64, dev
     generator.eval()
     variant = get_variant(cfg.variant)(cfg, detector.hidden_dim).to(device)
     variant.load_state_dict(state["variant"])
+    variant.eval(), variant_init.eval()  # measured as evaluated: a projection head's dropout off
     torch.manual_seed(0)
     feats = {}
     for name, batch in batches.items():
