@@ -21,7 +21,8 @@ import torch
 
 from faap.data.transforms import normalize
 from faap.detector import load_detector
-from faap.engine import current_eps, female_first, forward, generator_update, perturb_groups, train_step
+from faap.engine import (clean_outputs, current_eps, female_first, forward, generator_update, perturb_groups,
+                         train_step)
 from faap.errors import UserError
 from faap.generator import build_generator
 from faap.runtime import resolve_device
@@ -47,7 +48,7 @@ def legacy_step(batch, generator, detector, variant, opt_g, epoch: int, device, 
     else:
         out, delta = forward(generator, detector, variant, x, mask, n_female, eps, per_group)
         logs = variant.before_generator_step(StepState(out, n_female, epoch, hooks))
-    state = StepState(out, n_female, epoch, hooks)
+    state = StepState(out, n_female, epoch, hooks, clean=clean_outputs(detector, variant, x, mask))
     logs.update(generator_update(state, targets, delta, mask, detector, variant, opt_g))
     return logs
 

@@ -131,6 +131,9 @@ class TrainConfig:
     """Weight of the detection loss at the last epoch."""
     lambda_wass: float = bounded(0.2, ge=0)
     """Weight of the one-way Wasserstein matched-score loss."""
+    score_top_k: int = bounded(10, ge=0)
+    """Queries behind an image-level score (the mean of its k highest query scores; 0: all): the logged
+    ``train_score_f/m/gap`` and the fix10/fix11 variants' score weights (the originals' --score_top_k)."""
     obj_conf_thresh: float = bounded(0.5, ge=0, le=1)
     """Objectness threshold of the 'obj_frac' diagnostic."""
     max_train_per_gender: int = bounded(0, ge=0)

@@ -9,7 +9,7 @@ from torch import nn
 
 from faap import FEMALE
 from faap.generator import BatchNormUpdates, perturb
-from faap.losses import one_way_wasserstein
+from faap.losses import image_level_scores, one_way_wasserstein
 from faap.detector import DetectorOutput
 from faap.schedules import epsilon_at
 from faap.variants.base import StepState
@@ -45,28 +45,67 @@ def _image_means(scores: torch.Tensor, indices) -> torch.Tensor:
     return torch.stack([p.mean() if len(p) else scores.new_zeros(()) for p in parts])
 
 
-def group_set_loss(detector, out, targets, n_female: int, whole_batch: bool = False, per_image: bool = False):
-    """Set loss summed over the groups (each normalised by its own boxes), matchings, matched scores.
+def group_set_losses(detector, out, targets, n_female: int, whole_batch: bool = False, per_image: bool = False):
+    """Set losses (``[whole batch]``, or ``[female, male]`` each normalised by its own boxes, 0 for a group
+    absent from the batch), then the female and the male matched scores.
 
     ``whole_batch``: one set loss over the batch, normalised by all its boxes (the single-pass originals);
     ``per_image``: one score per image, its mean matched score (0 without a match), not one per query.
     """
     parts = [slice(0, len(targets))] if whole_batch else group_slices(n_female, len(targets))
-    total, matched, cut = 0.0, [], n_female
+    losses, matched, cut = [], [], n_female
     for s in parts:
         if s.stop == s.start:
+            losses.append(out.logits.new_zeros(()))
             matched.append(out.logits.new_zeros(0))
             continue
         sub, tg = out.select(s), targets[s]
         loss, _, indices = detector.set_loss(sub, tg)
-        total = total + loss
+        losses.append(loss)
         scores = detector.matched_scores(sub, tg, indices)
         matched.append(_image_means(scores, indices) if per_image else scores)
         if whole_batch and not per_image:  # the female images' queries come first
             cut = sum(len(q) for q, _ in indices[:n_female])
     if whole_batch:
-        return total, matched[0][:cut], matched[0][cut:]
-    return total, matched[0], matched[1]
+        return losses, matched[0][:cut], matched[0][cut:]
+    return losses, matched[0], matched[1]
+
+
+def group_set_loss(detector, out, targets, n_female: int, whole_batch: bool = False, per_image: bool = False):
+    """Set loss summed over the groups (see :func:`group_set_losses`), matchings, matched scores."""
+    losses, scores_f, scores_m = group_set_losses(detector, out, targets, n_female, whole_batch, per_image)
+    return sum(losses), scores_f, scores_m
+
+
+def detection_terms(detector, out, targets, n_female: int, variant) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The detection terms of G's loss: ``det`` (summed over the groups, or one over the whole batch with
+    ``variant.whole_batch``), or ``det_f`` and ``det_m`` weighted apart (``variant.group_det_terms``, each
+    group's set loss normalised by its own boxes even when G ran once over the whole batch)."""
+    split = variant.group_det_terms
+    losses, scores_f, scores_m = group_set_losses(detector, out, targets, n_female, variant.whole_batch and not split,
+                                                  variant.image_scores)
+    return ({"det_f": losses[0], "det_m": losses[1]} if split else {"det": sum(losses)}), scores_f, scores_m
+
+
+def clean_outputs(detector, variant, x, mask) -> DetectorOutput | None:
+    """The detector on the unperturbed batch, without a graph, for a variant that asks
+    (``variant.needs_clean_outputs``); None otherwise (no extra forward)."""
+    if not variant.needs_clean_outputs:
+        return None
+    amp = variant.cfg.amp == "bf16" and x.is_cuda
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
+        return detector(x, mask)
+
+
+def _score_diagnostics(detector, out, n_female: int, top_k: int) -> dict[str, float]:
+    """Each group's mean image-level score (mean of an image's ``top_k`` highest query scores) and their gap,
+    male minus female (the originals' training ``score_gap``, on which fix10/fix11 picked their epoch)."""
+    scores = image_level_scores(detector.class_probs(out.logits.float()), top_k)
+    f, m = scores[:n_female], scores[n_female:]
+    diag = {f"train_score_{tag}": float(s.mean()) for tag, s in (("f", f), ("m", m)) if len(s)}
+    if len(f) and len(m):  # a one-group batch has no gap (its epoch mean is over the steps with both)
+        diag["train_score_gap"] = diag["train_score_m"] - diag["train_score_f"]
+    return diag
 
 
 def _diagnostics(detector, out, delta, mask, n_female, scores_f, scores_m, thresh) -> dict[str, float]:
@@ -117,11 +156,11 @@ def forward(generator, detector, variant, x, mask, n_female: int, eps: float, pe
 def generator_update(state: StepState, targets, delta, mask, detector, variant, opt_g, dist_sync=None) -> dict:
     """G's loss (weighted named terms), backward, clip, step; returns logged values."""
     cfg, out, n_female = variant.cfg, state.out, state.n_female
-    det, scores_f, scores_m = group_set_loss(detector, out, targets, n_female, variant.whole_batch,
-                                             variant.image_scores)
+    det, scores_f, scores_m = detection_terms(detector, out, targets, n_female, variant)
     if variant.image_scores:
         state.extras["image_scores"] = torch.cat([scores_f, scores_m])
-    terms = {"det": det, "wass": one_way_wasserstein(scores_f, scores_m), **variant.loss_terms(state)}
+    state.extras["matched_scores"] = (scores_f, scores_m)  # with their graph (DINO-style score losses)
+    terms = {**det, "wass": one_way_wasserstein(scores_f, scores_m), **variant.loss_terms(state)}
     weights = variant.weight_dict(state.epoch)
     total = sum(weights[k] * v for k, v in terms.items())
     logs = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
@@ -137,12 +176,15 @@ def generator_update(state: StepState, targets, delta, mask, detector, variant, 
     if cfg.grad_clip > 0:
         nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     opt_g.step()
+    variant.after_generator_step()
     logs.update(_diagnostics(detector, out, delta, mask, n_female, scores_f, scores_m, cfg.obj_conf_thresh))
+    with torch.no_grad():
+        logs.update(_score_diagnostics(detector, out, n_female, cfg.score_top_k))
     logs.update(state.extras.get("logs", {}))  # values the variant's loss_terms left for the log
     return logs
 
 
-def _join_without_data(opt_g, dist_sync, grad_clip: float) -> None:
+def _join_without_data(opt_g, dist_sync, grad_clip: float, variant) -> None:
     """A rank that skips its batch still joins the gradient average with zeros (the other ranks
     step; every rank must take the same step to stay in sync)."""
     params = [p for group in opt_g.param_groups for p in group["params"]]
@@ -151,6 +193,7 @@ def _join_without_data(opt_g, dist_sync, grad_clip: float) -> None:
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(params, grad_clip)
     opt_g.step()
+    variant.after_generator_step()
 
 
 def train_step(batch, generator, detector, variant, opt_g, epoch: int, device, dist_sync=None) -> dict[str, float] | None:
@@ -163,12 +206,12 @@ def train_step(batch, generator, detector, variant, opt_g, epoch: int, device, d
     x, mask, targets, n_female = female_first(batch, device)
     if variant.skips(n_female, len(x)):
         if dist_sync is not None:
-            _join_without_data(opt_g, dist_sync, variant.cfg.grad_clip)
+            _join_without_data(opt_g, dist_sync, variant.cfg.grad_clip, variant)
         return None
     passes = variant.extra_generator_passes()
     with BatchNormUpdates(generator, enabled=passes > 0) as bn:
         out, delta = forward(generator, detector, variant, x, mask, n_female, current_eps(variant.cfg, epoch))
-    state = StepState(out=out, n_female=n_female, epoch=epoch,
+    state = StepState(out=out, n_female=n_female, epoch=epoch, clean=clean_outputs(detector, variant, x, mask),
                       extras={"sync": dist_sync, "class_probs": detector.class_probs})
     logs = variant.before_generator_step(state)
     logs.update(generator_update(state, targets, delta, mask, detector, variant, opt_g, dist_sync))

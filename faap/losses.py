@@ -180,3 +180,62 @@ def gender_aware_infonce(z_f: torch.Tensor, z_m: torch.Tensor, scores_f: torch.T
     f2m = -(torch.logsumexp(pos, dim=1) - torch.logsumexp(torch.cat([pos, same], dim=1), dim=1)).mean()
     m2f = _directional_infonce(z_m, z_f, temperature) if len(z_m) >= 2 else z_m.sum() * 0.0
     return weight_f * f2m + weight_m * m2f
+
+
+# ---- fix10_scf / fix11_conditional: Gaussian score-kernel contrastive, women anchors, men targets ----
+def score_kernel_weights(scores_a: torch.Tensor, scores_t: torch.Tensor, scores: torch.Tensor,
+                         bandwidth_scale: float = 1.0) -> torch.Tensor:
+    """N_a x N_t ``exp(-(s_a - s_t)^2 / (2 sigma^2))``, ``sigma = bandwidth_scale * std(scores)`` (the whole
+    batch's unbiased std, detached, at least 1e-6). Gradient flows through ``scores_a``/``scores_t`` unless
+    the caller detaches them (fix10 does not, fix11_conditional does)."""
+    sigma = scores.detach().std().clamp(min=1e-6) * bandwidth_scale
+    return torch.exp(-(scores_a.unsqueeze(1) - scores_t.unsqueeze(0)) ** 2 / (2 * sigma**2))
+
+
+def _kernel_infonce(z_a: torch.Tensor, z_t_pos: torch.Tensor, z_t_all: torch.Tensor, weights: torch.Tensor,
+                    temperature: float) -> torch.Tensor:
+    """``-mean_a[ sum_t w_at sim(a, t) / sum_t w_at - lse_{k != a} sim(a, k) ]``, k over anchors then targets;
+    the numerator takes ``z_t_pos``, the denominator ``z_t_all`` (the same rows, detached or not)."""
+    weighted = (z_a @ z_t_pos.T / temperature * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
+    sim = z_a @ torch.cat([z_a, z_t_all]).T / temperature
+    own = torch.eye(len(z_a), sim.size(1), dtype=torch.bool, device=sim.device)
+    return -(weighted - torch.logsumexp(sim.masked_fill(own, float("-inf")), dim=1)).mean()
+
+
+def scf_contrastive(z: torch.Tensor, scores: torch.Tensor, n_female: int, temperature: float = 0.1,
+                    bandwidth_scale: float = 1.0) -> torch.Tensor:
+    """fix10's score-weighted contrastive loss over L2-normalised projections ``z`` (female rows first):
+    each woman's similarities to the men, weighted by the score kernel, against all other rows. The men's
+    projections are detached everywhere; the kernel weights keep the scores' graph. A batch without both
+    groups gives 0 (no gradient, as the original)."""
+    if n_female < 1 or len(z) - n_female < 1:
+        return z.sum() * 0.0
+    z_t = z[n_female:].detach()
+    weights = score_kernel_weights(scores[:n_female], scores[n_female:], scores, bandwidth_scale)
+    return _kernel_infonce(z[:n_female], z_t, z_t, weights, temperature)
+
+
+def conditional_contrastive(z: torch.Tensor, scores: torch.Tensor, n_female: int, temperature: float = 0.1,
+                            bandwidth_scale: float = 1.0) -> torch.Tensor:
+    """fix11_conditional's variant of :func:`scf_contrastive`: kernel weights from detached scores, the men
+    detached in the numerator only (the denominator's similarities to them keep their graph)."""
+    if n_female < 1 or len(z) - n_female < 1:
+        return z.sum() * 0.0
+    s = scores.detach()
+    weights = score_kernel_weights(s[:n_female], s[n_female:], s, bandwidth_scale)
+    return _kernel_infonce(z[:n_female], z[n_female:].detach(), z[n_female:], weights, temperature)
+
+
+# ---- fix11_contrastive ----
+def softmax_weighted_contrastive(z_f: torch.Tensor, z_m: torch.Tensor, scores_m: torch.Tensor,
+                                 temperature: float = 0.1, weight_temperature: float = 0.1) -> torch.Tensor:
+    """fix11_contrastive's loss: ``-mean_f[ sum_m w_m sim(f, m) - lse(sim(f, all men), sim(f, other women)) ]``,
+    ``w = softmax(scores_m / weight_temperature)`` (detached; the original hard-coded 0.1). Nothing else is
+    detached: the men are pulled too (the L2 anchor is what holds them). Without both groups: 0."""
+    if len(z_f) < 1 or len(z_m) < 1:
+        return (z_f.sum() + z_m.sum()) * 0.0
+    weights = torch.softmax(scores_m.detach() / weight_temperature, dim=0)
+    sim_fm = z_f @ z_m.T / temperature
+    own = torch.eye(len(z_f), dtype=torch.bool, device=z_f.device)
+    sim_ff = (z_f @ z_f.T / temperature).masked_fill(own, float("-inf"))
+    return -((sim_fm * weights.unsqueeze(0)).sum(1) - torch.logsumexp(torch.cat([sim_fm, sim_ff], 1), 1)).mean()

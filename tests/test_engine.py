@@ -153,3 +153,119 @@ def test_step_logs_the_perturbation_norms_per_group(detector):
     male_only["groups"] = torch.zeros(4, dtype=torch.long)
     logs = train_step(male_only, gen, detector, var, opt, 0, torch.device("cpu"))
     assert "delta_linf_m" in logs and "delta_linf_f" not in logs and "delta_l2_f" not in logs
+
+
+# ---- plug points: clean outputs, per-group detection terms, the training score gap ----
+def _toy(name, **attrs):
+    """A registered toy variant that records the StepState it sees (popped from the registry by the caller)."""
+    from faap.variants.base import Variant
+
+    def loss_terms(self, state):
+        self.seen = state
+        return {}
+
+    return type(name.title(), (Variant,), {"name": name, "loss_terms": loss_terms, **attrs})
+
+
+@pytest.fixture
+def toy_variant():
+    from faap.variants.base import REGISTRY
+
+    made = []
+    yield lambda name, **attrs: made.append(name) or _toy(name, **attrs)
+    for name in made:
+        REGISTRY.pop(name, None)
+
+
+def test_clean_outputs_reach_the_step_only_when_asked(detector, toy_variant):
+    batch = random_batch(6, 64, seed=3)
+    x, mask, _, _ = female_first(batch, torch.device("cpu"))
+    want = detector(x, mask)
+    for name, asks in (("toy_clean_yes", True), ("toy_clean_no", False)):
+        toy_variant(name, needs_clean_outputs=asks)
+        gen, var, opt = _setup(detector, name)
+        calls = []
+        hook = detector.register_forward_hook(lambda *a: calls.append(1))
+        try:
+            train_step(batch, gen, detector, var, opt, 0, torch.device("cpu"))
+        finally:
+            hook.remove()
+        clean = var.seen.clean
+        assert len(calls) == (2 if asks else 1)  # no extra forward for a variant that does not ask
+        if asks:
+            torch.testing.assert_close(clean.logits, want.logits)
+            torch.testing.assert_close(clean.features, want.features)
+            assert not clean.features.requires_grad
+        else:
+            assert clean is None
+
+
+def test_per_group_detection_terms_with_their_own_weights_and_one_generator_pass(detector, toy_variant):
+    batch = random_batch(6, 64, seed=3)
+    x, mask, targets, n_female = female_first(batch, torch.device("cpu"))
+    toy_variant("toy_det_split", whole_batch=True, group_det_terms=True,
+                weight_dict=lambda self, epoch: {"det_f": 2.0, "det_m": 0.25, "wass": 0.0})
+    gen, var, _ = _setup(detector, "toy_det_split")
+    out, _ = forward(gen, detector, var, x, mask, n_female, 0.05)
+    expect = [detector.set_loss(out.select(s), targets[s])[0].item()
+              for s in (slice(0, n_female), slice(n_female, 6))]
+    gen, var, opt = _setup(detector, "toy_det_split")  # the same initial weights
+    passes = []
+    hook = gen.register_forward_hook(lambda *a: passes.append(a[1][0].shape[0]))
+    try:
+        logs = train_step(batch, gen, detector, var, opt, 0, torch.device("cpu"))
+    finally:
+        hook.remove()
+    assert passes == [6]  # G once over the whole batch
+    assert "loss_det" not in logs
+    assert [logs["loss_det_f"], logs["loss_det_m"]] == pytest.approx(expect, rel=1e-5)
+    assert logs["loss_total"] == pytest.approx(2.0 * expect[0] + 0.25 * expect[1], rel=1e-5)
+    toy_variant("toy_det_split_default", group_det_terms=True)  # the base weights: beta for both groups
+    beta = make_config("toy_det_split_default", {}).beta_start
+    assert VARIANTS["toy_det_split_default"](make_config("toy_det_split_default", {}), 8).weight_dict(0) == {
+        "det_f": beta, "det_m": beta, "wass": 0.2}
+
+
+def test_step_logs_the_training_score_gap(detector):
+    """train_score_f/m: each group's mean image-level score (top-k query scores, as fix10/fix11 logged
+    score_gap), train_score_gap = men minus women; a one-group batch logs no gap."""
+    from faap.losses import image_level_scores
+
+    batch = random_batch(6, 64, seed=3)
+    x, mask, _, n_female = female_first(batch, torch.device("cpu"))
+    gen, var, _ = _setup(detector, "infonce", score_top_k=3)
+    out, _ = forward(gen, detector, var, x, mask, n_female, 0.05)
+    s = image_level_scores(detector.class_probs(out.logits), 3)
+    gen, var, opt = _setup(detector, "infonce", score_top_k=3)
+    logs = train_step(batch, gen, detector, var, opt, 0, torch.device("cpu"))
+    assert logs["train_score_f"] == pytest.approx(s[:n_female].mean().item(), rel=1e-5)
+    assert logs["train_score_m"] == pytest.approx(s[n_female:].mean().item(), rel=1e-5)
+    assert logs["train_score_gap"] == pytest.approx(logs["train_score_m"] - logs["train_score_f"])
+    male_only = random_batch(4, 64, seed=6)
+    male_only["groups"] = torch.zeros(4, dtype=torch.long)
+    gen, var, opt = _setup(detector, "adversarial")
+    logs = train_step(male_only, gen, detector, var, opt, 0, torch.device("cpu"))
+    assert "train_score_m" in logs and "train_score_gap" not in logs
+
+
+def test_after_step_hook_and_matched_scores_reach_the_variant(detector, toy_variant):
+    """A DINO-style variant: its teacher follows the head after every G step (a skipped batch: no step, no
+    call), and its loss reads the per-query matched scores of each group with their graph."""
+    from faap.engine import group_set_loss
+
+    toy_variant("toy_after_step", after_generator_step=lambda self: setattr(self, "calls", self.calls + 1),
+                calls=0, skips=lambda self, n_female, n: n_female == 0)
+    batch = random_batch(6, 64, seed=3)
+    x, mask, targets, n_female = female_first(batch, torch.device("cpu"))
+    gen, var, _ = _setup(detector, "toy_after_step")
+    out, _ = forward(gen, detector, var, x, mask, n_female, 0.05)
+    _, want_f, want_m = group_set_loss(detector, out, targets, n_female)
+    gen, var, opt = _setup(detector, "toy_after_step")
+    train_step(batch, gen, detector, var, opt, 0, torch.device("cpu"))
+    got_f, got_m = var.seen.extras["matched_scores"]
+    torch.testing.assert_close(got_f, want_f)
+    torch.testing.assert_close(got_m, want_m)
+    assert got_f.requires_grad and var.calls == 1
+    male_only = random_batch(4, 64, seed=6)
+    male_only["groups"] = torch.zeros(4, dtype=torch.long)
+    assert train_step(male_only, gen, detector, var, opt, 0, torch.device("cpu")) is None and var.calls == 1

@@ -106,3 +106,33 @@ def test_a_variant_declares_its_trainer_plug_points_by_config_defaults():
         assert lr_scheduler(opt, make_config("infonce", {}), 10) is None  # 'constant': no scheduler at all
     finally:
         REGISTRY.pop("toy_plug_points")
+
+
+def test_last_decoder_layer_only_is_a_variant_default_that_reaches_the_detector(tiny_data, tmp_path):
+    """fix11_contrastive's detection terms took the last decoder layer only (its outputs dicts held no
+    auxiliary outputs): its config's ``aux_loss: False`` builds the run's detector without them, and its
+    set loss is then the last layer's alone; the other variants keep the original's auxiliary layers."""
+    import dataclasses
+
+    import torch
+
+    from conftest import tiny_values
+    from faap.bench import random_batch
+    from faap.trainer import Run
+    from faap.variants import make_config
+
+    run = Run(make_config("fix11_contrastive", tiny_values(tiny_data)), str(tmp_path / "a"), progress=False)
+    assert make_config("fix11_contrastive", {}).aux_loss is False and run.detector.aux_loss is False
+    assert make_config("fix11_conditional", {}).aux_loss is True
+    batch = random_batch(2, 64)
+    targets = [{"class_labels": t["class_labels"], "boxes": t["boxes"]} for t in batch["targets"]]
+    out = run.detector(batch["pixel_values"], batch["pixel_mask"])
+    assert out.aux == []
+    with_aux = Run(make_config("fix11_contrastive", tiny_values(tiny_data, aux_loss=True)), str(tmp_path / "b"),
+                   progress=False).detector
+    full = with_aux(batch["pixel_values"], batch["pixel_mask"])
+    assert len(full.aux) > 0
+    last_only = run.detector.set_loss(out, targets)[0]
+    assert torch.allclose(last_only, with_aux.set_loss(dataclasses.replace(full, aux=[]), targets)[0])
+    assert run.detector.aux_loss is False  # two runs, two detectors: no shared switch
+    assert with_aux.set_loss(full, targets)[0] > last_only

@@ -30,8 +30,13 @@ class StepState:
     """Rows ``[:n_female]`` are female, the rest male."""
     epoch: int
     extras: dict = field(default_factory=dict)
-    """Hooks from the trainer, e.g. ``recompute_features`` (used only by the legacy bench); ``loss_terms``
-    may leave scalars to log under ``extras['logs']``."""
+    """Hooks from the trainer, e.g. ``recompute_features`` (used only by the legacy bench), ``class_probs``,
+    ``matched_scores`` (female, male: each matched query's ground-truth class probability, with its graph; each
+    image's mean with ``image_scores``);
+    ``loss_terms`` may leave scalars to log under ``extras['logs']``."""
+    clean: DetectorOutput | None = None
+    """Detector output on the clean (unperturbed, unaugmented) batch, computed without a graph, only for a
+    variant with ``needs_clean_outputs`` (None otherwise)."""
 
     @property
     def female(self) -> slice:
@@ -94,10 +99,16 @@ class Variant(nn.Module, abc.ABC):
     hypotheses: tuple[Hypothesis, ...] = ()
     """Failure hypotheses the study report measures (none: the report says so)."""
     report_sections: tuple = ()
-    """Extra study-report sections, each ``(ctx) -> (markdown lines, {report.json key: numbers})``; a section
-    never writes into ``ctx`` (see ``reports.common``)."""
+    """Extra study-report sections, each ``(evidence) -> (markdown lines, {report.json key: numbers})``: it
+    reads the study's :class:`faap.evidence.Evidence` (as the judges do), never the report's own context."""
     whole_batch = False
     """G and the set loss run once over the whole batch (the single-pass originals), not once per group."""
+    needs_clean_outputs = False
+    """The step also runs the detector on the clean batch (no grad) and hands it over as ``state.clean``
+    (fix10's stability and fix11's L2 anchor); a property may decide per config (no extra forward when off)."""
+    group_det_terms = False
+    """The detection loss enters G's loss as ``det_f`` and ``det_m`` (each group's set loss over its own boxes),
+    weighted apart in :meth:`weight_dict`, instead of one ``det``; with ``whole_batch`` G still runs once."""
     image_scores = False
     """``wass`` and ``matched_score_*`` use each image's mean matched score, not one per matched query;
     the scores (female rows first) reach ``loss_terms`` as ``state.extras['image_scores']``."""
@@ -123,7 +134,9 @@ class Variant(nn.Module, abc.ABC):
     def feature_measurements(self, initial: "Variant", features: dict) -> dict:
         """Measurements of the variant's own modules for the report's diagnostics, merged into them:
         ``initial`` is the variant as initialised, ``self`` as trained; ``features[group][view]`` are
-        decoder features (B x Q x D) of views 'clean', 'perturbed', 'view_a', 'view_b'."""
+        decoder features (B x Q x D) of views 'clean', 'perturbed', 'view_a', 'view_b'. An ``images`` entry,
+        ``{name: {group: tensor with a row per image}}``, is kept per image for the judges' bootstraps
+        (``Evidence.image_features``), not reported."""
         return {}
 
     def g_parameters(self) -> list:
@@ -147,6 +160,10 @@ class Variant(nn.Module, abc.ABC):
         """Transform the perturbed images before the detector (training only)."""
         return x
 
+    def after_generator_step(self) -> None:
+        """After every step of G's optimiser (a distributed rank that skips its batch steps too), e.g. an EMA
+        teacher following a head trained with G (DINO's)."""
+
     def before_generator_step(self, state: StepState) -> dict[str, float]:
         """Update adversaries on detached features; return logged values."""
         return {}
@@ -156,6 +173,9 @@ class Variant(nn.Module, abc.ABC):
         """The variant's own named loss terms (unweighted) for G's step."""
 
     def weight_dict(self, epoch: int) -> dict[str, float]:
-        """Weights of every term in G's loss: ``det`` and ``wass`` plus the variant's own."""
+        """Weights of every term in G's loss: ``det`` (or ``det_f`` and ``det_m``, both beta until the variant
+        weights them apart) and ``wass`` plus the variant's own."""
         cfg = self.cfg
-        return {"det": beta_at(epoch, cfg.beta_start, cfg.beta_final, cfg.epochs), "wass": cfg.lambda_wass}
+        beta = beta_at(epoch, cfg.beta_start, cfg.beta_final, cfg.epochs)
+        det = {"det_f": beta, "det_m": beta} if self.group_det_terms else {"det": beta}
+        return {**det, "wass": cfg.lambda_wass}
