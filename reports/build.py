@@ -66,6 +66,7 @@ class Context:
     report: dict = field(default_factory=dict)
     """The context's own numbers (study, metric, best, median, reference, the bootstrap per split), the
     start of report.json."""
+    _evidence: object = field(default=None, repr=False)
 
     @property
     def spec(self):
@@ -80,6 +81,13 @@ class Context:
         """The condition's display name (:func:`reports.common.condition_label`): a trial with its parameters."""
         cond = self.data.conditions.get(cname)
         return condition_label(cname, cond.params if cond else None)
+
+    def evidence(self):
+        """What hypothesis judges and a variant's own sections read (:class:`faap.evidence.Evidence`), built once."""
+        if self._evidence is None:
+            self._evidence = study_evidence(self.data, self.best, self.ref, self.compared, self.report["splits"],
+                                            self.diagnostics)
+        return self._evidence
 
     def diagnostics(self) -> dict:
         """Feature measurements of the best trial's first seed run (selected checkpoint), computed once."""
@@ -354,7 +362,7 @@ def hypotheses_section(ctx: Context) -> Section:
     if not variant.hypotheses:
         return Section(lines + [f"Variant `{variant.name}` declares no failure hypotheses, so none is measured "
                                 "here (a variant lists them in its `hypotheses`).", ""], {"hypotheses": found})
-    evidence = study_evidence(ctx.data, ctx.best, ctx.ref, ctx.compared, ctx.report["splits"], ctx.diagnostics)
+    evidence = ctx.evidence()
     for i, h in enumerate(variant.hypotheses, 1):
         f = h.judge(evidence)
         found[h.key] = {"verdict": f.verdict, "text": f.text, **f.stats}
@@ -406,12 +414,23 @@ def reproduce_section(ctx: Context) -> Section:
 SECTIONS = [verdict, control_section, comparison_table, seeds_section, curves_section, per_epoch_section, params_section,
             hypotheses_section, feature_space_section, other_section, reproduce_section]
 """The report's sections, in order: each ``(ctx) -> Section``; the study's variant adds its own
-``report_sections`` before the last (see :func:`sections`), each ``(ctx) -> (lines, data)``."""
+``report_sections`` before the last (see :func:`sections`), each ``(evidence) -> (lines, data)``."""
+
+
+def _variant_section(section):
+    """A variant's own section reads the study's evidence (``faap.evidence.Evidence``), never the report's
+    context; it returns ``(markdown lines, {report.json key: numbers})``."""
+    def run(ctx: Context) -> Section:
+        return Section(*section(ctx.evidence()))
+
+    run.__name__ = section.__name__
+    run.variant_section = section
+    return run
 
 
 def sections(variant) -> list:
     """The sections of a report on a study of ``variant``: SECTIONS, its own before 'Reproduce'."""
-    return [*SECTIONS[:-1], *variant.report_sections, SECTIONS[-1]]
+    return [*SECTIONS[:-1], *map(_variant_section, variant.report_sections), SECTIONS[-1]]
 
 
 def build(name: str, url: str | None, out_dir: str, replicates: int = 1000, n_images: int = 64,

@@ -221,9 +221,9 @@ def _shift_finding(evidence):
                    {"shift": shift["female"]})
 
 
-def _toy_section(ctx):
-    """A variant's section: a plain (lines, data) pair, no import of the reports package needed."""
-    return ["## Toy section", ""], {"toy": {"trials": len(ctx.trials)}}
+def _toy_section(evidence):
+    """A variant's section: reads the study's evidence, returns a plain (lines, data) pair (no reports import)."""
+    return ["## Toy section", ""], {"toy": {"best": evidence.best.name}}
 
 
 def test_a_variant_declares_its_hypotheses_and_sections(small_study, tmp_path):
@@ -258,8 +258,9 @@ def test_a_variant_declares_its_hypotheses_and_sections(small_study, tmp_path):
                                                  "text": f"female features move {moved:.3f}", "shift": moved}}}
         assert any(line.startswith("1. **The perturbation moves features: ") for line in lines)
         json.dumps({**ctx.report, **data}, default=float)  # what build writes to report.json
-        assert sections(ToyShift)[-2:] == [_toy_section, sections(Quiet)[-1]]
-        assert run_sections([_toy_section], ctx) == (["## Toy section", ""], {"toy": {"trials": len(ctx.trials)}}, ())
+        own = sections(ToyShift)[-2]
+        assert own.variant_section is _toy_section and sections(ToyShift)[-1] == sections(Quiet)[-1]
+        assert run_sections([own], ctx) == (["## Toy section", ""], {"toy": {"best": ctx.best.name}}, ())
         ctx.spec.variant = "toy_quiet"
         lines, data, _ = hypotheses_section(ctx)
         assert data == {"hypotheses": {}} and "declares no failure hypotheses" in " ".join(lines)
