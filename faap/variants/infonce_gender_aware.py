@@ -34,8 +34,6 @@ class InfonceGenderAwareConfig(InfoNCEConfig):
     """Strength of the score weighting: positives' logits get alpha * log w (0: unweighted)."""
     score_sharpness: float = bounded(5.0, ge=0)
     """Slope of w = 0.5 + sigmoid(slope * (s_m - s_f)) (hard-coded 5 in the original)."""
-    score_top_k: int = bounded(10, ge=0)
-    """Queries averaged into an image's score (0: all)."""
     proj_hidden: int = bounded(0, ge=0)
     """Hidden size of the projection head (0: the detector's hidden size, as the original)."""
 
