@@ -173,8 +173,17 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
 
 
 def seed_draws(n_runs: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
-    """R x n weights of a seed bootstrap: each row draws n of the condition's runs with replacement, / n."""
-    return rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs), size=replicates) / n_runs
+    """R x n weights of the seed part: 1/n plus centred Gaussian multipliers / n (a wild bootstrap of the
+    runs; each row sums to 1).
+
+    Trap: drawing n runs with replacement gives a deviation with few distinct values (2 seeds: -d, 0, +d
+    with probabilities 1/4, 1/2, 1/4), whose 95% percentile interval spans sqrt(2) standard deviations,
+    not 1.96. Scaled to the t-interval's variance (:func:`seed_scale`), 2-seed intervals covered 91% of
+    null studies and 3-seed ones 93%. Gaussian multipliers make the seed part normal given the runs, so
+    the scaled percentile interval is the t-interval at any seed count (tests/test_calibration.py).
+    """
+    eps = rng.standard_normal((replicates, n_runs))
+    return (1.0 + eps - eps.mean(1, keepdims=True)) / n_runs
 
 
 def seed_scale(per_run: np.ndarray, points: np.ndarray, seed_weights: np.ndarray, level: float = 0.95) -> float:

@@ -140,3 +140,21 @@ def test_seed_scale_gives_a_t_interval_for_pure_seed_shifts_and_nothing_for_imag
     # Runs that differ only by their own image noise (same expected value): nothing between seeds.
     noisy = rng.normal(0, 1, 4000)[None] + rng.normal(0, 0.5, (3, 4000))
     assert seed_scale(noisy, np.zeros(3), w) == 0.0
+
+
+def test_two_seed_part_is_a_t_interval_in_its_percentiles_not_only_its_spread():
+    """With 2 runs, resampling with replacement gives a 3-valued deviation whose 95% percentiles sit at
+    sqrt(2) standard deviations; the Gaussian multipliers of seed_draws give the t-interval's half-width."""
+    from scipy import stats
+
+    from analysis.bootstrap import seed_draws, seed_scale
+
+    rng = np.random.default_rng(1)
+    w = seed_draws(2, 20000, rng)
+    assert np.allclose(w.sum(1), 1.0)
+    shifts = np.array([-0.1, 0.3])
+    per_run = np.zeros(20000)[None] + shifts[:, None]
+    deviation = seed_scale(per_run, shifts, w) * (np.einsum("rn,nr->r", w, per_run) - per_run.mean(0))
+    lo, hi = np.percentile(deviation, [2.5, 97.5])
+    t_half = stats.t.ppf(0.975, 1) * shifts.std(ddof=1) / np.sqrt(2)
+    assert (hi - lo) / 2 == pytest.approx(t_half, rel=0.03)

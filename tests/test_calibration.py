@@ -33,7 +33,7 @@ def _table(rng, image_logit: np.ndarray, gts: np.ndarray) -> MatchTable:
     return MatchTable(np.arange(len(gts)), np.asarray(det_image)[order], tp, ~tp, gts.astype(float))
 
 
-def _study(rng, difference: float, seed_sd: float) -> tuple[dict, dict]:
+def _study(rng, difference: float, seed_sd: float, seeds: int = SEEDS) -> tuple[dict, dict]:
     """Match tables per group and condition ('a', 'b'); 'a' is better on female images by ``difference`` (logit)."""
     male, female = {}, {}
     for group, store in (("male", male), ("female", female)):
@@ -43,15 +43,15 @@ def _study(rng, difference: float, seed_sd: float) -> tuple[dict, dict]:
             cond_image = rng.normal(0.0, 0.5, N_IMAGES)
             shift = -difference if (cond == "a" and group == "female") else 0.0
             store[cond] = [_table(rng, image + cond_image + rng.normal(0.0, seed_sd) - shift, gts)
-                           for _ in range(SEEDS)]
+                           for _ in range(seeds)]
     return male, female
 
 
-def _intervals(n_studies: int, difference: float, seed_sd: float, seeds: bool) -> np.ndarray:
+def _intervals(n_studies: int, difference: float, seed_sd: float, seeds: bool, n_seeds: int = SEEDS) -> np.ndarray:
     rng = np.random.default_rng(12345)
     out = []
     for k in range(n_studies):
-        male, female = _study(rng, difference, seed_sd)
+        male, female = _study(rng, difference, seed_sd, n_seeds)
         boot = bootstrap_gap(male, female, replicates=200, seed=k, seeds=seeds)
         d = boot["differences"]["a - b"]["AP_gap"]
         out.append((*d["ci"], d["value"]))
@@ -67,6 +67,16 @@ def test_hierarchical_interval_covers_zero_95_percent_of_null_studies(null_inter
     ci = null_intervals["hierarchical"]
     coverage = np.mean((ci[:, 0] <= 0) & (ci[:, 1] >= 0))
     print(f"hierarchical bootstrap: 95% interval covers 0 in {coverage:.3f} of {len(ci)} null studies")
+    assert 0.93 <= coverage <= 0.97
+
+
+def test_three_seeds_per_condition_are_calibrated_too():
+    """The seed part is drawn with Gaussian multipliers (analysis.bootstrap.seed_draws): resampling 3 runs
+    with replacement gave a lumpy seed part and 93% coverage here; 2 seeds are documented, not claimed
+    (about 91%: a seed variance from one degree of freedom is often estimated at zero)."""
+    ci = _intervals(300, 0.0, 0.35, True, n_seeds=3)
+    coverage = np.mean((ci[:, 0] <= 0) & (ci[:, 1] >= 0))
+    print(f"hierarchical bootstrap, 3 seeds: 95% interval covers 0 in {coverage:.3f} of {len(ci)} null studies")
     assert 0.93 <= coverage <= 0.97
 
 
