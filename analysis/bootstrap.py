@@ -186,36 +186,57 @@ def seed_draws(n_runs: int, replicates: int, rng: np.random.Generator) -> np.nda
     return (1.0 + eps - eps.mean(1, keepdims=True)) / n_runs
 
 
-def seed_scale(per_run: np.ndarray, points: np.ndarray, seed_weights: np.ndarray, level: float = 0.95) -> float:
-    """Scale of the seed-resampling deviation so that it carries the between-seed variance, as a t-interval.
+def seed_variance(per_run: np.ndarray, points: np.ndarray) -> float:
+    """Between-seed variance of one run's value, its own run-by-image noise taken out (0 with one run).
 
-    ``per_run`` (n x R) is each run's value under the shared image draws, ``points`` its value on
-    the images as they are. Two traps of the plain two-level bootstrap on images crossed with seeds:
-
-    * each run's value also holds its own run-by-image noise, which the image draws already
-      carry; counted twice it made 95% intervals cover 99% (tests/test_calibration.py). The
-      noise of one run's value is estimated from the image draws (one run's variance minus the
-      run mean's variance, times n / (n - 1)) and taken out of the spread between runs;
-    * n seeds resampled with replacement give (n - 1) / n of the variance, and a normal
-      quantile where a t belongs: the seed part is widened so that the whole interval is a t
-      interval with Welch-Satterthwaite degrees of freedom (n - 1 when seeds dominate, many
-      when the images do).
-    """
-    from scipy import stats
-
+    Trap: each run's value also holds its own run-by-image noise, which the image draws already carry;
+    counted twice it made 95% intervals cover 99% (tests/test_calibration.py). The noise of one run's
+    value is estimated from the image draws (one run's variance minus the run mean's variance, times
+    n / (n - 1)) and taken out of the spread between runs (``per_run``: n x R values under shared image
+    draws; ``points``: each run's value on the images as they are)."""
     n = per_run.shape[0]
     if n < 2 or per_run.shape[1] < 2:  # one run, or one replicate: no spread to measure
         return 0.0
     noise = max(0.0, float(np.nanvar(per_run, 1, ddof=1).mean() - np.nanvar(per_run.mean(0), ddof=1))) * n / (n - 1)
-    between = max(0.0, float(points.var(ddof=1)) - noise)
-    deviation = np.einsum("rn,nr->r", seed_weights, per_run) - per_run.mean(0)
-    if between == 0.0 or not np.nanstd(deviation) > 0:
+    return max(0.0, float(points.var(ddof=1)) - noise)
+
+
+def widening(seed_parts: list[tuple[float, int]], image_var: float, level: float = 0.95) -> float:
+    """The factor on the seed parts' variance that makes the whole interval a t-interval.
+
+    ``seed_parts``: (variance of a mean over seeds, number of seeds) of each condition in the estimate (one
+    for a condition's value, two for a difference); ``image_var``: the variance the image draws give that
+    estimate. Degrees of freedom by Welch-Satterthwaite (n - 1 when one condition's seeds dominate, many
+    when the images do); the percentile interval of a normal draw then needs variance
+    ``(t / z)^2 * total`` of which the images already give ``image_var``.
+    """
+    from scipy import stats
+
+    seed = sum(v for v, _ in seed_parts)
+    denom = sum(v ** 2 / (n - 1) for v, n in seed_parts if n > 1 and v > 0)
+    if seed <= 0 or denom <= 0:
         return 0.0
-    seed_var, image_var = between / n, float(np.nanvar(per_run.mean(0)))
-    df = (n - 1) * (seed_var + image_var) ** 2 / seed_var ** 2  # Welch-Satterthwaite: seeds bring the uncertainty
+    df = (seed + image_var) ** 2 / denom
     t_over_z = stats.t.ppf(0.5 + level / 2, df) / stats.norm.ppf(0.5 + level / 2)
-    widened = t_over_z ** 2 * (seed_var + image_var) - image_var  # so that the whole interval is a t with df
-    return float(np.sqrt(widened) / np.nanstd(deviation))
+    return (t_over_z ** 2 * (seed + image_var) - image_var) / seed
+
+
+def seed_scale(per_run: np.ndarray, points: np.ndarray, seed_weights: np.ndarray, level: float = 0.95,
+               factor: float | None = None) -> float:
+    """Scale of the seed draws' deviation so that it carries the between-seed variance, as a t-interval.
+
+    ``factor``: the :func:`widening` to apply (a difference's, from both conditions' seeds); by default
+    this condition's alone (its value's interval)."""
+    n = per_run.shape[0]
+    if n < 2:
+        return 0.0
+    seed_var = seed_variance(per_run, points) / n
+    deviation = np.einsum("rn,nr->r", seed_weights, per_run) - per_run.mean(0)
+    if seed_var == 0.0 or not np.nanstd(deviation) > 0:
+        return 0.0
+    if factor is None:
+        factor = widening([(seed_var, n)], float(np.nanvar(per_run.mean(0))), level)
+    return float(np.sqrt(max(factor, 0.0) * seed_var) / np.nanstd(deviation))
 
 
 def hierarchical(per_run: np.ndarray, seed_weights: np.ndarray, scale: float) -> np.ndarray:
@@ -275,45 +296,67 @@ def bootstrap_gap(male: dict, female: dict, replicates: int = 1000, seed: int = 
     for group, tables in (("male", male), ("female", female)):
         n_images[group] = _same_images(tables, group).n_images
         runs[group] = _run_draws(tables, resample_weights(n_images[group], replicates, rng))
-    values = {c: _resampled(runs["male"][c], runs["female"][c], seed_w[c], level, seeds) for c in male}
+    conds = {c: _Condition(runs["male"][c], runs["female"][c], seed_w[c]) for c in male}
     out = {"replicates": replicates, "level": level, "seeds_resampled": seeds, "images": n_images,
            "conditions": {}, "differences": {}}
-    samples = {}
-    for cond, (draws, points) in values.items():
+    for cond, c in conds.items():
+        draws = c.draws(c.scale(level) if seeds else 0.0)
         out["conditions"][cond] = {"runs": len(male[cond])}
         for name in REPORTED:
             compute = METRICS[name].compute
-            samples[(cond, name)] = compute(draws)
-            out["conditions"][cond][name] = {"value": compute(points), "ci": percentile_ci(samples[(cond, name)], level)}
-    gaps = {c: (runs["male"][c][0] - runs["female"][c][0], runs["male"][c][2] - runs["female"][c][2]) for c in male}
+            out["conditions"][cond][name] = {"value": compute(c.points), "ci": percentile_ci(compute(draws), level)}
     for a in male:
         for b in male:
             if a != b:
-                d = out["differences"][f"{a} - {b}"] = _difference(out, samples, a, b, level)
-                d["AP_gap"]["components"] = components(*gaps[a], *gaps[b], sum(n_images.values())).to_dict()
+                d = out["differences"][f"{a} - {b}"] = _difference(out, conds[a], conds[b], a, b, level, seeds)
+                d["AP_gap"]["components"] = components(*conds[a].gap, *conds[b].gap, sum(n_images.values())).to_dict()
     return out
 
 
-def _resampled(m: tuple, f: tuple, seed_w: np.ndarray, level: float, seeds: bool) -> tuple[dict, dict]:
-    """One condition's ({group: {stat: R draws}}, {group: {stat: point}}) from its runs' ``_run_draws``.
+class _Condition:
+    """One condition's runs under the shared image draws: the mean over its runs per group and stat, the
+    seed draws' deviation from it (unscaled), its values on the images as they are, and its AP gap's
+    per-run draws and points (what the seed part is scaled by)."""
 
-    Seeds are drawn with one scale per condition, its AP gap's (:func:`seed_scale`).
-    """
-    k = seed_scale(m[0] - f[0], m[2] - f[2], seed_w, level) if seeds else 0.0
-    groups = (("male", m), ("female", f))
-    draws = {g: {AP: hierarchical(ap, seed_w, k), AR: hierarchical(ar, seed_w, k)} for g, (ap, ar, _, _) in groups}
-    points = {g: {AP: float(ap_pt.mean()), AR: float(ar_pt.mean())} for g, (_, _, ap_pt, ar_pt) in groups}
-    return draws, points
+    def __init__(self, m: tuple, f: tuple, seed_w: np.ndarray):
+        groups = (("male", m), ("female", f))
+        self.mean = {g: {AP: ap.mean(0), AR: ar.mean(0)} for g, (ap, ar, _, _) in groups}
+        self.dev = {g: {AP: hierarchical(ap, seed_w, 1.0) - ap.mean(0), AR: hierarchical(ar, seed_w, 1.0) - ar.mean(0)}
+                    for g, (ap, ar, _, _) in groups}
+        self.points = {g: {AP: float(ap_pt.mean()), AR: float(ar_pt.mean())} for g, (_, _, ap_pt, ar_pt) in groups}
+        self.gap, self.seed_w, self.n = (m[0] - f[0], m[2] - f[2]), seed_w, m[0].shape[0]
+
+    def seed_var(self) -> float:
+        return seed_variance(*self.gap) / self.n
+
+    def scale(self, level: float, factor: float | None = None) -> float:
+        return seed_scale(*self.gap, self.seed_w, level, factor)
+
+    def draws(self, k: float) -> dict:
+        """{group: {stat: R draws}} with the seed part scaled by ``k``."""
+        return {g: {s: self.mean[g][s] + k * self.dev[g][s] for s in self.mean[g]} for g in self.mean}
 
 
-def _difference(out: dict, samples: dict, a: str, b: str, level: float) -> dict:
+def _difference(out: dict, a: "_Condition", b: "_Condition", na: str, nb: str, level: float, seeds: bool) -> dict:
+    """Paired difference a - b. The seed parts are widened for the difference itself (Welch degrees of
+    freedom from both conditions' seeds against the difference's own image variance): with shared images
+    the image noise cancels in a difference, and each condition's own widening, made against its larger
+    image variance, gave too many degrees of freedom. Strongly paired simulated null studies (condition-by-
+    image sd 0.05, docs/reports.md) still cover 90% / 92% / 93% with 2 / 3 / 5 seeds per condition (91% /
+    91% / 93% before): a seed variance from one or two degrees of freedom, estimated net of the image
+    noise and clipped at zero, is often too small. More seeds are the remedy the plan line sizes."""
+    factor = widening([(a.seed_var(), a.n), (b.seed_var(), b.n)],
+                      float(np.nanvar(a.gap[0].mean(0) - b.gap[0].mean(0))), level)
+    ka, kb = (a.scale(level, factor), b.scale(level, factor)) if seeds else (0.0, 0.0)
+    da, db = a.draws(ka), b.draws(kb)
     d = {}
     for name in COMPARED:
-        diff = samples[(a, name)] - samples[(b, name)]
-        point = out["conditions"][a][name]["value"] - out["conditions"][b][name]["value"]
+        compute = METRICS[name].compute
+        diff = compute(da) - compute(db)
+        point = out["conditions"][na][name]["value"] - out["conditions"][nb][name]["value"]
         lo, hi = percentile_ci(diff, level)
         d[name] = {"value": point, "ci": (lo, hi), "half_width": (hi - lo) / 2, "p_two_sided": p_two_sided(diff),
-                   "runs": (out["conditions"][a]["runs"], out["conditions"][b]["runs"])}
+                   "runs": (out["conditions"][na]["runs"], out["conditions"][nb]["runs"])}
     return d
 
 

@@ -120,9 +120,15 @@ def _known(c: Components) -> bool:
     return c.runs_a >= 2 and c.runs_b >= 2 and np.isfinite(c.seed_a) and np.isfinite(c.seed_b)
 
 
-def plan(c: Components, target: float, level: float = 0.95) -> dict:
-    """What report.json and the report's plan line carry."""
-    now = half_width(c, c.runs_a, c.runs_b, 1.0, level) if _known(c) else None
-    return {"target": target, "half_width_now": now,
-            "seeds_needed": seeds_needed(c, target, level), "images_needed": images_needed(c, target, level),
-            "components": c.to_dict()}
+def plan(c: Components, target: float, level: float = 0.95, measured: float | None = None) -> dict:
+    """What report.json and the report's plan line carry.
+
+    ``measured``: the half-width the bootstrap gave this difference. The model's half-widths are then
+    scaled by measured / model (at the study's size), so the plan starts from the interval the report
+    shows and the model only says how it shrinks (its percentile interval is a little wider than the
+    model's t quantile: the seed part is a scale mixture of normals)."""
+    model = half_width(c, c.runs_a, c.runs_b, 1.0, level) if _known(c) else None
+    ratio = measured / model if measured and model else 1.0
+    return {"target": target, "half_width_now": measured if measured and model else model,
+            "model_half_width_now": model, "seeds_needed": seeds_needed(c, target / ratio, level),
+            "images_needed": images_needed(c, target / ratio, level), "components": c.to_dict()}

@@ -170,7 +170,8 @@ def verdict(ctx: Context) -> Section:
               f"**{half:.3f}**. {claim_sentence(half)}.", "",
               "The best trial is picked by its validation value, so its val comparison is optimistic; the "
               "test comparison is the one to trust.", ""]
-    data["plan"] = plan(Components(**data["verdict_test"]["difference"]["components"]), ctx.plan_for)
+    verdict = data["verdict_test"]["difference"]
+    data["plan"] = plan(Components(**verdict["components"]), ctx.plan_for, measured=verdict["half_width"])
     lines += [_plan_line(data["plan"]), ""]
     null = _null_check(ctx)
     return Section(lines + null.lines, {**data, **null.data}, null.warnings)

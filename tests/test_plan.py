@@ -81,3 +81,13 @@ def test_no_plan_without_two_seeds_per_condition():
     assert out["seeds_needed"] is None and out["images_needed"] is None and out["half_width_now"] is None
     both = plan(Components(1e-4, 1e-4, 1e-7, 1e-7, 1e-7, 3, 3, 600), 0.004)
     assert math.isfinite(both["half_width_now"]) and both["seeds_needed"] > 3
+
+
+def test_plan_starts_from_the_measured_half_width():
+    c = Components(4e-4, 4e-4, 1e-4, 1e-4, 1e-5, 3, 3, 600)
+    model = half_width(c, 3, 3)
+    wider = plan(c, 0.01, measured=1.2 * model)
+    assert wider["half_width_now"] == pytest.approx(1.2 * model) and wider["model_half_width_now"] == model
+    k = wider["seeds_needed"]
+    assert 1.2 * half_width(c, k, k) <= 0.01 < 1.2 * half_width(c, k - 1, k - 1)
+    assert k >= plan(c, 0.01)["seeds_needed"]
