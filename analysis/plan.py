@@ -46,7 +46,12 @@ class Components:
     """Test images of the study (both groups)."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-safe: an unknown seed variance (one run) is None, not NaN."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Components":
+        return cls(**{k: float("nan") if v is None else v for k, v in d.items()})
 
 
 def _noise(per_run: np.ndarray) -> float:

@@ -171,7 +171,7 @@ def verdict(ctx: Context) -> Section:
               "The best trial is picked by its validation value, so its val comparison is optimistic; the "
               "test comparison is the one to trust.", ""]
     verdict = data["verdict_test"]["difference"]
-    data["plan"] = plan(Components(**verdict["components"]), ctx.plan_for, measured=verdict["half_width"])
+    data["plan"] = plan(Components.from_dict(verdict["components"]), ctx.plan_for, measured=verdict["half_width"])
     lines += [_plan_line(data["plan"]), ""]
     null = _null_check(ctx)
     return Section(lines + null.lines, {**data, **null.data}, null.warnings)

@@ -140,11 +140,24 @@ def run_sections(sections, ctx) -> Section:
     return Section(lines, data, tuple(warned))
 
 
+def json_safe(obj):
+    """A copy for strict JSON: numpy numbers as Python ones, tuples as lists, NaN and infinities as null."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def write_report(out_dir: str, lines: list[str], report: dict) -> None:
-    """``out_dir/report.md`` (the lines) and ``report.json`` (numpy numbers as floats), ``out_dir`` made
-    when missing. Call it last: a report refused on its inputs must not leave a folder behind."""
+    """``out_dir/report.md`` (the lines) and ``report.json`` (strict JSON: :func:`json_safe`), ``out_dir``
+    made when missing. Call it last: a report refused on its inputs must not leave a folder behind."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(lines))
     with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, default=float)
+        json.dump(json_safe(report), f, indent=2, allow_nan=False, default=float)

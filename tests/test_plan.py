@@ -79,6 +79,7 @@ def test_no_plan_without_two_seeds_per_condition():
     c = Components(float("nan"), 1e-4, 0.0, 1e-4, 1e-4, 1, 3, 600)
     out = plan(c, 0.004)
     assert out["seeds_needed"] is None and out["images_needed"] is None and out["half_width_now"] is None
+    assert out["components"]["seed_a"] is None and Components.from_dict(out["components"]).runs_a == 1
     both = plan(Components(1e-4, 1e-4, 1e-7, 1e-7, 1e-7, 3, 3, 600), 0.004)
     assert math.isfinite(both["half_width_now"]) and both["seeds_needed"] > 3
 

@@ -148,7 +148,7 @@ def _assert_control_and_plan(rep, text, root):
     assert control["oracle"]["share"] == pytest.approx(1.0)
     assert set(control) >= {"adversarial", rep["best"]}
     p = rep["plan"]
-    c = Components(**p["components"])
+    c = Components.from_dict(p["components"])
     assert p["target"] == 0.004 and "Plan for a change of 0.004" in text
     assert p["model_half_width_now"] == pytest.approx(half_width(c, c.runs_a, c.runs_b))
     assert p["half_width_now"] == pytest.approx(rep["verdict_test"]["difference"]["half_width"])
