@@ -152,8 +152,11 @@ class TrainConfig:
     """Shorter side at evaluation."""
     random_crop: bool = True
     """DETR's random-size crop branch in training."""
-    num_workers: int = bounded(0, ge=0)
-    """DataLoader worker processes."""
+    num_workers: int = bounded(-1, ge=-1)
+    """DataLoader worker processes; -1: from the machine (on CUDA the cores per GPU less one, at most 8; none
+    on the CPU, where workers compete with the compute threads)."""
+    tf32: bool = True
+    """TF32 matmuls and convolutions on CUDA (the originals ran with it on; ignored on the CPU)."""
     select_metric: str = bounded("abs_AP_gap", choices=METRICS.keys())  # a live view: a metric added later counts
     """Validation metric that picks the epoch tested (gaps minimised, APs maximised; see faap.metrics)."""
     keep_checkpoints: str = bounded("all", choices=("all", "last"))

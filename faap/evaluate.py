@@ -65,7 +65,8 @@ class Evaluator:
                                 dict(gs.coco, images=gs.images[:max_images]), gs.anns_by_image)
             self.image_ids[name] = [im["id"] for im in gs.images]
             ds = GenderDetection({name: gs}, tf, detector.category_to_label)
-            self.loaders[name] = make_loader(ds, batch_size or max(1, cfg.batch_size * 2), num_workers=cfg.num_workers)
+            self.loaders[name] = make_loader(ds, batch_size or max(1, cfg.batch_size * 2), num_workers=cfg.num_workers,
+                                             device=device)
         self.settings = {"eval_size": cfg.eval_size, "max_size": cfg.max_size, "max_images": max_images}
 
     @torch.no_grad()

@@ -18,7 +18,7 @@ from faap.errors import UserError, did_you_mean
 from faap.evaluate import Evaluator, clean_baseline, clean_detections_path, summarize
 from faap.generator import build_generator, load_generator
 from faap.rundir import RunDir
-from faap.runtime import detector_for, open_run, resolve_device
+from faap.runtime import apply_precision, detector_for, open_run, resolve_device
 from faap.schedules import epsilon_at
 from faap.trainer import eval_record, judge_split
 from faap.variants import variant_of_original
@@ -176,6 +176,7 @@ def judge_generator(checkpoint: str, data: str, detector_spec: str, out_dir: str
     values = {"data": data, "detector": detector_spec, "device": device, "skip_bad_images": skip_bad_images,
               **{k: info["config"][k] for k in EVAL_FIELDS if k in info["config"]}, **(settings or {})}
     cfg = build_config(TrainConfig, values)
+    apply_precision(cfg, dev)
     screened, skipped = screen({split: load_split(data, split)}, skip_bad_images)
     groups = screened[split]
     detector = detector_for(detector_spec, groups, dev)

@@ -18,6 +18,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def apply_precision(cfg, device) -> None:
+    """TF32 matmuls and convolutions on CUDA as config ``tf32`` says (the originals ran with TF32 on; it is
+    recorded with the run's config). No effect on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(cfg.tf32)
+        torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
+
+
 def detector_for(spec: str, groups: dict, device="cpu", aux_loss: bool = True):
     """The frozen detector ``spec`` labelling with the categories of ``groups`` (one split's
     ``{group: GroupSplit}``); a dataset that lists no categories keeps the detector's own names."""
@@ -64,4 +72,5 @@ def open_run(run_dir: str, epoch: int | None = None, split: str = "val", device=
     if fingerprint(cfg.data) != recorded.get("dataset_fingerprint"):
         raise UserError(f"dataset {cfg.data} changed since the run (fingerprint differs)")
     groups = load_split(cfg.data, split)
+    apply_precision(cfg, device)  # evaluated as it was trained
     return cfg, state, groups, detector_for(cfg.detector, groups, device)

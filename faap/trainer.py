@@ -26,7 +26,7 @@ from faap.evaluate import (Evaluator, clean_baseline, clean_detections_path, nan
                            write_detections)
 from faap.metrics import METRICS
 from faap.rundir import RunDir
-from faap.runtime import detector_for, initial_modules, resolve_device
+from faap.runtime import apply_precision, detector_for, initial_modules, resolve_device
 from faap.schedules import beta_at, lr_scheduler
 
 
@@ -72,6 +72,7 @@ class Run:
         self.dir = RunDir(out_dir)
         self.rank, self.world = dist.setup()
         self.device = resolve_device(cfg.device) if self.world == 1 else dist.device_for(cfg.device)
+        apply_precision(cfg, self.device)
         # Every image is checked before training: a bad one would otherwise stop the run at its
         # first evaluation with a traceback that does not name the file.
         splits, skipped = screen({s: load_split(cfg.data, s) for s in SPLITS}, cfg.skip_bad_images,
@@ -89,7 +90,7 @@ class Run:
         ds = GenderDetection(self.train_groups, tf, self.detector.category_to_label)
         self.sampler = SAMPLERS[cfg.sampler](ds.group_index, cfg.seed, cfg.max_train_per_gender, cfg.epoch_samples,
                                              self.rank, self.world)
-        self.loader = make_loader(ds, cfg.batch_size, self.sampler, cfg.num_workers, seed=cfg.seed)
+        self.loader = make_loader(ds, cfg.batch_size, self.sampler, cfg.num_workers, seed=cfg.seed, device=self.device)
         scheduler = lr_scheduler(self.opt_g, cfg, len(self.loader))
         self.schedulers = {"generator": scheduler} if scheduler is not None else {}
         self.ema = EMA(self.generator, self.variant, cfg.ema_decay) if cfg.ema_decay > 0 else None

@@ -136,3 +136,44 @@ def test_last_decoder_layer_only_is_a_variant_default_that_reaches_the_detector(
     assert torch.allclose(last_only, with_aux.set_loss(dataclasses.replace(full, aux=[]), targets)[0])
     assert run.detector.aux_loss is False  # two runs, two detectors: no shared switch
     assert with_aux.set_loss(full, targets)[0] > last_only
+
+
+def test_loader_workers_and_pinning_follow_the_device(monkeypatch):
+    """'Run as they run': on CUDA the default (-1) feeds the GPU from the machine's cores and pins batches;
+    on the CPU it starts no worker (they would compete with the compute threads); a set value wins."""
+    import torch
+
+    from faap.config import TrainConfig
+    from faap.data import loader
+
+    assert TrainConfig.__dataclass_fields__["num_workers"].default == -1 and TrainConfig.tf32 is True
+    monkeypatch.setattr(loader.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert loader.loader_workers(-1, "cuda") == 7 and loader.loader_workers(-1, "cpu") == 0
+    assert loader.loader_workers(3, "cuda") == 3
+    monkeypatch.setattr(loader.os, "cpu_count", lambda: 64)
+    assert loader.loader_workers(-1, "cuda:1") == loader.MAX_AUTO_WORKERS
+    ds = list(range(4))
+    assert loader.make_loader(ds, 2, device="cpu").pin_memory is False
+    assert loader.make_loader(ds, 2, num_workers=0, device="cuda").pin_memory is True
+
+
+def test_tf32_is_applied_on_cuda_only(monkeypatch):
+    import torch
+
+    from faap.runtime import apply_precision
+
+    class Cfg:
+        tf32 = False
+
+    before, before_cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    apply_precision(Cfg, "cpu")
+    assert torch.backends.cuda.matmul.allow_tf32 == before  # the CPU: untouched
+    try:
+        apply_precision(Cfg, "cuda")
+        assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
+        Cfg.tf32 = True
+        apply_precision(Cfg, "cuda")
+        assert torch.backends.cuda.matmul.allow_tf32 is True and torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before, before_cudnn
