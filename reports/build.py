@@ -32,8 +32,8 @@ from faap.oracle import oracle_detections
 from faap.rundir import RunDir
 from faap.variants import get_variant
 from reports import figures
-from reports.common import (ORIGINAL_CLAIM, Section, claim_sentence, condition_label, fmt_ci, fmt_interval, fmt_signed,
-                            match_tables, run_sections, verdict_word, write_report)
+from reports.common import (ORIGINAL_CLAIM, Section, claim_sentence, condition_label, fmt_ci, fmt_interval, fmt_param,
+                            fmt_signed, match_tables, run_sections, verdict_word, write_report)
 from reports.epochs import per_epoch_section
 from reports.examples import example_grid
 from reports.features import feature_space_section
@@ -299,6 +299,35 @@ def seeds_section(ctx: Context) -> Section:
     return Section(lines + [""], found)
 
 
+def factor_section(ctx: Context) -> Section:
+    """A one-factor study (one parameter, two or more levels): does the factor change the test AP gap? Each
+    level against the lowest one, with its interval, Holm-adjusted p, and the smallest change it could see."""
+    params = [p.name for p in ctx.spec.params]
+    if len(params) != 1 or len(ctx.trials) < 2:
+        return Section([])
+    name = params[0]
+    levels = sorted(ctx.trials, key=lambda c: c.params[name])
+    base, test = levels[0], ctx.report["splits"]["test"]["differences"]
+    diffs = {c.name: test[f"{c.name} - {base.name}"]["AP_gap"] for c in levels[1:]}
+    adj = holm({c: d["p_two_sided"] for c, d in diffs.items()})
+    lines = [f"## The factor: {name}", "", f"Each level of `{name}` against {name} {fmt_param(base.params[name])} "
+             f"({ctx.label(base.name)}), test AP gap; p-values Holm-adjusted over {len(diffs)} comparison(s).", "",
+             "| level | difference [95% CI] | seeds | Holm p | smallest change it could see | verdict |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    found = {}
+    for c in levels[1:]:
+        d = diffs[c.name]
+        word = verdict_word(d)
+        found[c.name] = {"level": c.params[name], "difference": d, "holm_p": adj[c.name], "word": word}
+        lines.append(f"| {ctx.label(c.name)} | {fmt_signed(d['value'])} {fmt_interval(d)} | {d['runs'][0]} vs "
+                     f"{d['runs'][1]} | {adj[c.name]:.3f} | {d['half_width']:.3f} | {word} |")
+    changed = [c for c, f in found.items() if f["word"] != "not distinguishable" and f["holm_p"] < 0.05]
+    lines += ["", (f"`{name}` changes the test AP gap at {', '.join(ctx.label(c) for c in changed)}." if changed else
+                   f"No level of `{name}` changes the test AP gap distinguishably: a change smaller than the half-widths "
+                   "above could have gone unseen."), ""]
+    return Section(lines, {"factor": {"parameter": name, "base": base.name, "levels": found}})
+
+
 def curves_section(ctx: Context) -> Section:
     clean_val_gap = ctx.data.clean.get("val", {}).get("AP_gap")
     epochs, ref = ctx.data.epochs, ctx.label(ctx.ref)
@@ -412,8 +441,9 @@ def reproduce_section(ctx: Context) -> Section:
                     f"({summary['select_metric']}), test evaluated once per run.", ""])
 
 
-SECTIONS = [verdict, control_section, comparison_table, seeds_section, curves_section, per_epoch_section, params_section,
-            hypotheses_section, feature_space_section, other_section, reproduce_section]
+SECTIONS = [verdict, control_section, factor_section, comparison_table, seeds_section, curves_section,
+            per_epoch_section, params_section, hypotheses_section, feature_space_section, other_section,
+            reproduce_section]
 """The report's sections, in order: each ``(ctx) -> Section``; the study's variant adds its own
 ``report_sections`` before the last (see :func:`sections`), each ``(evidence) -> (lines, data)``."""
 

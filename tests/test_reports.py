@@ -90,6 +90,13 @@ def test_study_report_numbers_equal_stored(small_study, monkeypatch):
     assert set(rep["hypotheses"]) == {"h1", "h2", "h3"}
     assert all(h["verdict"] in ("supported", "not supported", "inconclusive") for h in rep["hypotheses"].values())
     _assert_control_and_plan(rep, text, tiny_data_root(data))
+    # One factor (temperature 0.05 vs 0.5): the level against the base level, from the same bootstrap.
+    factor = rep["factor"]
+    base, [(other, level)] = factor["base"], list(factor["levels"].items())
+    assert factor["parameter"] == "temperature" and level["level"] == 0.5
+    assert level["difference"] == rep["splits"]["test"]["differences"][f"{other} - {base}"]["AP_gap"]
+    assert level["holm_p"] == pytest.approx(level["difference"]["p_two_sided"])  # one comparison: no adjustment
+    assert "## The factor: temperature" in text
 
 
 def _record_figure_labels(monkeypatch) -> dict:
