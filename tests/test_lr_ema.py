@@ -13,6 +13,7 @@ from faap.reeval import reevaluate
 from faap.schedules import warmup_cosine_factor
 from faap.trainer import Run
 from faap.variants import VARIANTS, make_config
+from test_train_e2e import _Crash, _CrashAfter
 
 
 def _records(run_dir):
@@ -64,19 +65,6 @@ def test_a_per_step_schedule_moves_within_the_epoch(tiny_data):
                         **hooks)
     total = 2 * steps
     assert seen == pytest.approx([1e-3 * warmup_cosine_factor(u, steps, total, 0.1) for u in range(total)], rel=1e-9)
-
-
-class _Crash(Exception):
-    pass
-
-
-class _CrashAfter:
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, run, epoch, record):
-        if epoch == self.epoch:
-            raise _Crash()
 
 
 def test_resume_with_a_schedule_and_an_ema_is_exact(tiny_data, tmp_path):

@@ -59,21 +59,27 @@ MALE_DELTA_SUPPRESSED = Hypothesis(
     f"{SUPPRESSED}, otherwise inconclusive", judge_male_delta_suppressed)
 
 
-class Fix11Conditional(Variant):
-    name = "fix11_conditional"
-    Config = Fix11ConditionalConfig
-    label = "fix11 conditional (per-group detection terms)"
+class Fix11(Variant):
+    """What the fix11 scripts share (no name: not registered): one G and detector pass over the whole batch,
+    detection terms per group, a projection head with dropout, their hypotheses against the 7th."""
+
     reference = "adversarial"
     hypotheses = (MALE_DELTA_SUPPRESSED, GAP_BELOW_CLEAN)
     whole_batch = True  # one G pass and one detector pass over the whole batch
     group_det_terms = True  # det_f and det_m, each over its group's boxes, weighted apart
 
-    def __init__(self, cfg: Fix11ConditionalConfig, hidden_dim: int):
+    def __init__(self, cfg, hidden_dim: int):
         super().__init__(cfg, hidden_dim)
         self.proj_head = DropoutProjectionHead(hidden_dim, cfg.proj_dim, cfg.proj_dropout)
 
     def g_parameters(self):
         return list(self.proj_head.parameters())
+
+
+class Fix11Conditional(Fix11):
+    name = "fix11_conditional"
+    Config = Fix11ConditionalConfig
+    label = "fix11 conditional (per-group detection terms)"
 
     def loss_terms(self, state: StepState) -> dict[str, torch.Tensor]:
         cfg = self.cfg

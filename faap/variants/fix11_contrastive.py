@@ -15,9 +15,9 @@ from torch.nn import functional as F
 
 from faap.config import TrainConfig, bounded
 from faap.losses import softmax_weighted_contrastive
-from faap.variants.base import StepState, Variant
-from faap.variants.fix10_scf import GAP_BELOW_CLEAN, DropoutProjectionHead, batch_scores
-from faap.variants.fix11_conditional import MALE_DELTA_SUPPRESSED
+from faap.variants.base import StepState
+from faap.variants.fix10_scf import batch_scores
+from faap.variants.fix11_conditional import Fix11
 
 
 @dataclass
@@ -63,25 +63,14 @@ class Fix11ContrastiveConfig(TrainConfig):
     """Dropout inside the projection head (also active in its no-grad pass over the clean features)."""
 
 
-class Fix11Contrastive(Variant):
+class Fix11Contrastive(Fix11):
     name = "fix11_contrastive"
     Config = Fix11ContrastiveConfig
     label = "fix11 contrastive (+ L2 anchor)"
-    reference = "adversarial"
-    hypotheses = (MALE_DELTA_SUPPRESSED, GAP_BELOW_CLEAN)
-    whole_batch = True  # one G pass and one detector pass over the whole batch
-    group_det_terms = True  # det_f and det_m, each over its group's boxes, weighted apart
-
-    def __init__(self, cfg: Fix11ContrastiveConfig, hidden_dim: int):
-        super().__init__(cfg, hidden_dim)
-        self.proj_head = DropoutProjectionHead(hidden_dim, cfg.proj_dim, cfg.proj_dropout)
 
     @property
     def needs_clean_outputs(self) -> bool:
         return self.cfg.gamma > 0  # the no_l2 script made no clean forward (nor the head's dropout draws)
-
-    def g_parameters(self):
-        return list(self.proj_head.parameters())
 
     def skips(self, n_female: int, n: int) -> bool:
         return n_female < 1 or n - n_female < 1  # the original: `continue` without both groups
