@@ -185,7 +185,10 @@ def _report(args) -> None:
         from reports.common import ORIGINAL_CLAIM
 
         plan_for = ORIGINAL_CLAIM if args.plan_for is None else args.plan_for
-        build(args.study, args.storage, args.out, replicates=args.replicates, plan_for=plan_for)
+        if args.feature_images < 1:
+            raise UserError(f"--feature-images must be at least 1 (got {args.feature_images})")
+        build(args.study, args.storage, args.out, replicates=args.replicates, n_images=args.feature_images,
+              plan_for=plan_for)
     print(f"report written to {os.path.join(args.out, 'report.md')}")
 
 
@@ -340,6 +343,9 @@ def _add_report(sub) -> None:
     r.add_argument("--split", help="with --runs: the split the runs were evaluated on (default: test)")
     r.add_argument("--out", required=True, help="report folder (report.md, figures/)")
     r.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates")
+    r.add_argument("--feature-images", type=int, default=64, metavar="N",
+                   help="study report: validation images per group for the feature diagnostics, the hypotheses and "
+                        "the feature space (default: 64; the pass runs the detector on each twice or more)")
     r.add_argument("--plan-for", type=float, metavar="SIZE",
                    help="study report: the change in AP gap the seed/image plan sizes a study for (default: the "
                         "size of the original study's claimed change)")

@@ -287,7 +287,9 @@ def test_a_refused_report_writes_nothing(small_study, tmp_path, capsys):
     out = tmp_path / "report"
     cases = {("nosuch", "--storage", url): "no study 'nosuch'",
              ("nosuch", "--storage", str(tmp_path / "none" / "journal.log")): "no study storage",
-             ("--legacy", str(tmp_path / "nope")): "legacy results folder not found"}
+             ("--legacy", str(tmp_path / "nope")): "legacy results folder not found",
+             ("x", "--storage", url, "--feature-images", "0"): "--feature-images must be at least 1",
+             ("x", "--storage", url, "--plan-for", "-1"): "--plan-for must be a positive change"}
     for args, words in cases.items():
         assert main(["report", *args, "--out", str(out)]) == 2
         err = capsys.readouterr().err
