@@ -313,18 +313,26 @@ def test_male_delta_judge_reads_the_interval():
     assert judge(_Evidence(_records({"delta_linf_f": 0.1, "delta_linf_m": 0.02}))).verdict == "supported"
     assert judge(_Evidence(_records({"delta_linf_f": 0.1, "delta_linf_m": 0.099}))).verdict == "not supported"
     assert judge(_Evidence([])).verdict == "inconclusive"
+    # Runs on both sides of the threshold: the interval of the ratio straddles 0.5.
+    straddling = [(run, e, metric, v) for run, ratio in (("r0", 0.3), ("r1", 0.7), ("r2", 0.4), ("r3", 0.6))
+                  for e in range(3) for metric, v in (("delta_linf_f", 0.1), ("delta_linf_m", 0.1 * ratio))]
+    found = judge(_Evidence(straddling))
+    assert found.verdict == "inconclusive" and found.stats["ratio_ci"][0] < 0.5 < found.stats["ratio_ci"][1]
 
 
 def test_gap_and_score_gap_judges():
     gap = VARIANTS["fix10_scf"].hypotheses[1].judge
     assert gap(_Evidence([])).verdict == "supported"
     assert gap(_Evidence([], (0.0, (-0.01, 0.01)))).verdict == "inconclusive"
+    assert gap(_Evidence([], (0.02, (0.01, 0.03)))).verdict == "not supported"
     assert "half-width" in gap(_Evidence([])).text
     closes = VARIANTS["fix10_scf"].hypotheses[0].judge
     shrinking = [(r, e, "train_score_gap", 0.1 / (e + 1) + 0.001 * i) for i, r in enumerate("abc") for e in range(3)]
     assert closes(_Evidence(shrinking)).verdict == "supported"
     growing = [(r, e, "train_score_gap", 0.1 * (e + 1) + 0.001 * i) for i, r in enumerate("abc") for e in range(3)]
     assert closes(_Evidence(growing)).verdict == "not supported"
+    mixed = [(r, e, "train_score_gap", 0.1 * (e + 1) if r in "ac" else 0.1 / (e + 1)) for r in "abcd" for e in range(3)]
+    assert closes(_Evidence(mixed)).verdict == "inconclusive"  # two runs close it, two widen it
 
 
 # ---- one epoch of each through `faap train` ----
