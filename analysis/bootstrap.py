@@ -280,7 +280,7 @@ def _same_images(tables: dict, group: str) -> "MatchTable":
 
 
 def bootstrap_gap(male: dict, female: dict, replicates: int = 1000, seed: int = 0, level: float = 0.95,
-                  seeds: bool = True) -> dict:
+                  seeds: bool = True, run_seeds: dict | None = None) -> dict:
     """CIs of each condition's AP/AR per group and gap, and of paired differences between conditions.
 
     ``male`` and ``female`` map a condition name (e.g. 'clean', a baseline variant, 'trial 3') to a list
@@ -289,6 +289,12 @@ def bootstrap_gap(male: dict, female: dict, replicates: int = 1000, seed: int = 
     paired) and, per condition, its seeds (one draw shared by both groups, since a run's gap is
     its own male AP minus its own female AP). A condition's value is the mean over its runs.
     ``seeds=False`` resamples images only (seed noise left out of the intervals).
+
+    ``run_seeds`` (condition -> the seed of each of its runs, in order): two conditions that ran the same
+    seeds in the same order (two or more) are compared seed by seed, as a paired design: a seed draws
+    the same initial weights and data order in both, so what the seed does to both cancels in each
+    seed's difference, and the seed part of the interval is drawn on those differences
+    (:func:`_paired_difference`).
     """
     rng = np.random.default_rng(seed)
     seed_w = {c: seed_draws(len(runs), replicates, rng) for c, runs in male.items()}
@@ -305,11 +311,17 @@ def bootstrap_gap(male: dict, female: dict, replicates: int = 1000, seed: int = 
         for name in REPORTED:
             compute = METRICS[name].compute
             out["conditions"][cond][name] = {"value": compute(c.points), "ci": percentile_ci(compute(draws), level)}
+    images, run_seeds = sum(n_images.values()), run_seeds or {}
     for a in male:
         for b in male:
-            if a != b:
-                d = out["differences"][f"{a} - {b}"] = _difference(out, conds[a], conds[b], a, b, level, seeds)
-                d["AP_gap"]["components"] = components(*conds[a].gap, *conds[b].gap, sum(n_images.values())).to_dict()
+            if a == b:
+                continue
+            if len(run_seeds.get(a, ())) > 1 and run_seeds.get(a) == run_seeds.get(b):
+                out["differences"][f"{a} - {b}"] = _paired_difference(out, conds[a], conds[b], a, b, level, seeds,
+                                                                      images)
+                continue
+            d = out["differences"][f"{a} - {b}"] = _difference(out, conds[a], conds[b], a, b, level, seeds)
+            d["AP_gap"]["components"] = components(*conds[a].gap, *conds[b].gap, images).to_dict()
     return out
 
 
@@ -324,6 +336,8 @@ class _Condition:
         self.dev = {g: {AP: hierarchical(ap, seed_w, 1.0) - ap.mean(0), AR: hierarchical(ar, seed_w, 1.0) - ar.mean(0)}
                     for g, (ap, ar, _, _) in groups}
         self.points = {g: {AP: float(ap_pt.mean()), AR: float(ar_pt.mean())} for g, (_, _, ap_pt, ar_pt) in groups}
+        self.run_draws = {g: {AP: ap, AR: ar} for g, (ap, ar, _, _) in groups}  # n x R each
+        self.run_points = {g: {AP: ap_pt, AR: ar_pt} for g, (_, _, ap_pt, ar_pt) in groups}
         self.gap, self.seed_w, self.n = (m[0] - f[0], m[2] - f[2]), seed_w, m[0].shape[0]
 
     def seed_var(self) -> float:
@@ -357,6 +371,28 @@ def _difference(out: dict, a: "_Condition", b: "_Condition", na: str, nb: str, l
         lo, hi = percentile_ci(diff, level)
         d[name] = {"value": point, "ci": (lo, hi), "half_width": (hi - lo) / 2, "p_two_sided": p_two_sided(diff),
                    "runs": (out["conditions"][na]["runs"], out["conditions"][nb]["runs"])}
+    return d
+
+
+def _paired_difference(out: dict, a: "_Condition", b: "_Condition", na: str, nb: str, level: float, seeds: bool,
+                       images: int) -> dict:
+    """a - b for runs paired by seed: each seed's difference is one 'run' of the difference (n x R under the
+    shared image draws), and the seed part is drawn on those (a paired t with n - 1 degrees of freedom when
+    seeds dominate). Its plan components are the differences' own (the second condition's are zero)."""
+    d = {}
+    for name in COMPARED:
+        compute = METRICS[name].compute
+        per_run = compute(a.run_draws) - compute(b.run_draws)
+        points = compute(a.run_points) - compute(b.run_points)
+        k = seed_scale(per_run, points, a.seed_w, level) if seeds else 0.0
+        diff = hierarchical(per_run, a.seed_w, k)
+        lo, hi = percentile_ci(diff, level)
+        d[name] = {"value": out["conditions"][na][name]["value"] - out["conditions"][nb][name]["value"],
+                   "ci": (lo, hi), "half_width": (hi - lo) / 2, "p_two_sided": p_two_sided(diff),
+                   "runs": (out["conditions"][na]["runs"], out["conditions"][nb]["runs"]), "paired_seeds": True}
+        if name == "AP_gap":
+            zeros = np.zeros_like(per_run)
+            d[name]["components"] = components(per_run, points, zeros, np.zeros_like(points), images).to_dict()
     return d
 
 

@@ -124,9 +124,10 @@ def _context(name: str, url: str | None, out_dir: str, replicates: int, n_images
                   compared)
     ctx.report = {"study": name, "metric": data.spec.objectives[0]["metric"], "best": ctx.best.name,
                   "median": ctx.median.name, "reference": ref, "splits": {}}
-    for split in ("val", "test"):
+    seeds = {c: [RunDir(r).seed for r in data.conditions[c].runs] for c in compared if c != "clean"}
+    for split in ("val", "test"):  # conditions that ran the same seeds are compared seed by seed
         ctx.tables[split] = _tables(data, split, compared)
-        ctx.report["splits"][split] = bootstrap_gap(*ctx.tables[split], replicates=replicates)
+        ctx.report["splits"][split] = bootstrap_gap(*ctx.tables[split], replicates=replicates, run_seeds=seeds)
     return ctx
 
 
@@ -147,7 +148,8 @@ def _header(ctx: Context) -> list[str]:
 def _difference_line(ctx: Context, split: str, a: str, b: str) -> tuple[str, dict]:
     r = ctx.report["splits"][split]
     d = r["differences"][f"{a} - {b}"]["AP_gap"]
-    runs = " and ".join(f"{n} seed{'s' if n > 1 else ''}" for n in d["runs"])
+    runs = (f"{d['runs'][0]} seeds, compared seed by seed" if d.get("paired_seeds") else
+            " and ".join(f"{n} seed{'s' if n > 1 else ''}" for n in d["runs"]))
     text = (f"{ctx.label(a)} AP gap {r['conditions'][a]['AP_gap']['value']:.3f} vs {ctx.label(b)} "
             f"{r['conditions'][b]['AP_gap']['value']:.3f}: difference {fmt_signed(d['value'])}, 95% CI "
             f"{fmt_interval(d)} ({runs}; {r['images']['male']} + {r['images']['female']} images) "
@@ -319,8 +321,9 @@ def factor_section(ctx: Context) -> Section:
         d = diffs[c.name]
         word = verdict_word(d)
         found[c.name] = {"level": c.params[name], "difference": d, "holm_p": adj[c.name], "word": word}
-        lines.append(f"| {ctx.label(c.name)} | {fmt_signed(d['value'])} {fmt_interval(d)} | {d['runs'][0]} vs "
-                     f"{d['runs'][1]} | {adj[c.name]:.3f} | {d['half_width']:.3f} | {word} |")
+        seeds = f"{d['runs'][0]}, paired" if d.get("paired_seeds") else f"{d['runs'][0]} vs {d['runs'][1]}"
+        lines.append(f"| {ctx.label(c.name)} | {fmt_signed(d['value'])} {fmt_interval(d)} | {seeds} | "
+                     f"{adj[c.name]:.3f} | {d['half_width']:.3f} | {word} |")
     changed = [c for c, f in found.items() if f["word"] != "not distinguishable" and f["holm_p"] < 0.05]
     lines += ["", (f"`{name}` changes the test AP gap at {', '.join(ctx.label(c) for c in changed)}." if changed else
                    f"No level of `{name}` changes the test AP gap distinguishably: a change smaller than the half-widths "

@@ -108,3 +108,41 @@ def test_planted_difference_of_three_standard_errors_is_detected(null_intervals)
           f"{-planted[:, 2].mean():.4f}): detected in {detected:.2f} of {len(planted)} studies")
     assert abs(-planted[:, 2].mean() - 3 * se) < 0.5 * se  # the planted size is what it says
     assert detected >= 0.6  # most of the time (a t-interval on 4 seeds at 3 standard errors: about 0.7)
+
+
+def _paired_study(rng, seeds: int, shared_sd: float = 0.6, own_sd: float = 0.05) -> tuple[dict, dict]:
+    """Two conditions run with the same seeds: a seed's effect on the gap (on the female images) is mostly
+    shared by both (same initial weights and data order), with a little of its own per condition; no true
+    difference."""
+    shared = rng.normal(0.0, shared_sd, seeds)
+    male, female = {}, {}
+    for group, store in (("male", male), ("female", female)):
+        gts = rng.integers(1, 4, N_IMAGES)
+        image = rng.normal(0.5 if group == "male" else 0.0, 1.0, N_IMAGES)
+        for cond in ("a", "b"):
+            cond_image = rng.normal(0.0, 0.5, N_IMAGES)
+            effect = (shared + rng.normal(0.0, own_sd, seeds)) if group == "female" else np.zeros(seeds)
+            store[cond] = [_table(rng, image + cond_image + effect[i], gts) for i in range(seeds)]
+    return male, female
+
+
+def test_seed_paired_differences_are_calibrated_and_narrower():
+    """Conditions that ran the same seeds are compared seed by seed (run_seeds): the null interval still
+    covers 95%, and it is narrower than the unpaired one, which carries the shared seed effect twice."""
+    rng, seeds = np.random.default_rng(2024), 4
+    covered, widths = [], []
+    for k in range(300):
+        male, female = _paired_study(rng, seeds)
+        paired = bootstrap_gap(male, female, replicates=200, seed=k, run_seeds={"a": [1, 2, 3, 4], "b": [1, 2, 3, 4]})
+        unpaired = bootstrap_gap(male, female, replicates=200, seed=k)
+        d, u = paired["differences"]["a - b"]["AP_gap"], unpaired["differences"]["a - b"]["AP_gap"]
+        assert d["paired_seeds"] and "paired_seeds" not in u and d["value"] == pytest.approx(u["value"])
+        covered.append(d["ci"][0] <= 0 <= d["ci"][1])
+        widths.append(d["half_width"] / u["half_width"])
+    coverage = float(np.mean(covered))
+    print(f"seed-paired bootstrap, {seeds} seeds: 95% interval covers 0 in {coverage:.3f} of 300 null studies; "
+          f"median half-width {np.median(widths):.2f} of the unpaired one")
+    # About 93.5% (600 studies each at 3 and 5 seeds, this simulation; docs/reports.md): the slight
+    # under-coverage of seed variances estimated from few seeds, as in the unpaired case.
+    assert 0.92 <= coverage <= 0.97
+    assert np.median(widths) < 0.8
