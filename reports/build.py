@@ -163,7 +163,7 @@ def verdict(ctx: Context) -> Section:
     for split in ("val", "test"):
         for a, b in pairs:
             text, d = _difference_line(ctx, split, a, b)
-            who = f"best {ctx.spec.variant} trial" if a == ctx.best.name else ctx.label(a)
+            who = f"best {ctx.spec.variant} trial" if a == ctx.best.name else "reference against the clean detector"
             lines.append(f"- **{split}**, {who}: {text}.")
             key = f"verdict_{split}" if a == ctx.best.name else f"verdict_reference_vs_clean_{split}"
             data[key] = {"difference": d, "word": verdict_word(d)}
