@@ -158,7 +158,8 @@ def load(path: str) -> pd.DataFrame:
 def eval_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per evaluation file: AP/AR per group and condition, gaps, and whether it has a baseline."""
     ev = frame[frame["condition"].isin(["baseline", "perturbed"]) & frame["metric"].isin(["AP", "AR"])]
-    wide = ev.groupby(["source", "run", "split", "condition", "metric", "group"])["value"].first().unstack(
+    # dropna=False: a file that does not say its split stays in the table (and is warned about), not dropped.
+    wide = ev.groupby(["source", "run", "split", "condition", "metric", "group"], dropna=False)["value"].first().unstack(
         ["condition", "metric", "group"])
     wide.columns = [f"{c}_{m}_{g}" for c, m, g in wide.columns]
     wide = wide.reset_index()

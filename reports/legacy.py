@@ -41,7 +41,8 @@ class LegacyContext:
 
     @property
     def splits(self) -> set:
-        return {r["split"] for r in self.rows}
+        """The splits the files name (a file that names none is warned about and tabled apart)."""
+        return {r["split"] for r in self.rows if not _missing(r["split"])}
 
 
 def _missing(v) -> bool:
@@ -52,7 +53,7 @@ def warnings_found(ctx: LegacyContext) -> list[str]:
     """Where the files' comparisons cannot be trusted: several baselines on a split, files without a
     baseline or a split, results on several splits."""
     found = []
-    for split in sorted({c["split"] for c in ctx.clusters}):
+    for split in sorted({c["split"] for c in ctx.clusters if not _missing(c["split"])}):
         same = [c for c in ctx.clusters if c["split"] == split]
         if len(same) > 1:
             found.append(f"{len(same)} different clean baselines on {split} (AP gap " + ", ".join(
@@ -116,11 +117,13 @@ def _row(r: dict) -> str:
 def evaluations_section(ctx: LegacyContext) -> Section:
     """One table per split (a val and a test result never side by side); every file's row in report.json."""
     lines = []
-    for split in sorted(s for s in ctx.splits if isinstance(s, str)):
-        lines += [f"## Evaluations on {split}", "",
+    unknown = [r for r in ctx.rows if _missing(r["split"])]
+    tables = [(f"on {split}", [r for r in ctx.rows if r["split"] == split]) for split in sorted(ctx.splits)]
+    for title, rows in tables + ([("whose split the file does not name", unknown)] if unknown else []):
+        lines += [f"## Evaluations {title}", "",
                   "| file | run | epoch | eps | clean AP m / f | clean AP gap | perturbed AP m / f | perturbed AP gap | "
                   "AP gap change | clean AR gap | perturbed AR gap |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        lines += [_row(r) for r in ctx.rows if r["split"] == split] + [""]
+        lines += [_row(r) for r in rows] + [""]
     lines += ["No confidence intervals are possible here: the original files hold aggregate AP/AR only (no "
               "detections, one seed). Changes smaller than the clean baseline's own spread between reruns (about "
               ".0005 AP) are not evidence of an effect.", ""]

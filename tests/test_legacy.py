@@ -96,3 +96,35 @@ def test_loss_curves_per_run(frame):
     assert "3rd_fix6_gpu_20260306" in curves
     for epochs in curves.values():
         assert set(epochs["metric"]) == {"loss"} and epochs["epoch"].dtype.kind == "i" and len(epochs)
+
+
+def test_a_file_without_its_split_stays_in_the_summary():
+    """pandas' groupby drops missing keys by default: a file that does not say its split vanished from the
+    table, and the report's 'does not say which split' warning could never fire."""
+    import pandas as pd
+
+    from analysis.legacy import COLUMNS
+
+    rows = [{"run": "r", "epoch": 3, "split": split, "condition": cond, "group": g, "metric": m, "value": v,
+             "source": src}
+            for src, split in (("a.json", "test"), ("b.json", None))
+            for cond in ("baseline", "perturbed") for g, v in (("male", 0.5), ("female", 0.4)) for m in ("AP", "AR")]
+    wide = eval_summary(pd.DataFrame(rows, columns=COLUMNS))
+    assert sorted(wide["source"]) == ["a.json", "b.json"]
+    row = wide[wide["source"] == "b.json"].iloc[0]
+    assert pd.isna(row["split"]) and row["baseline_AP_gap"] == pytest.approx(0.1)
+
+
+def test_legacy_report_warns_about_and_tables_a_file_without_its_split(tmp_path):
+    from reports.legacy import build
+
+    root = tmp_path / "outputs"
+    shutil.copytree(LEGACY, root)
+    data = json.loads((root / "faap_metrics_val_perturbed_1st_2.json").read_text())
+    data["hyperparams"].pop("split")
+    (root / "faap_metrics_perturbed_1st_3.json").write_text(json.dumps(data))  # no split in name nor content
+    build(str(root), str(tmp_path / "report"))
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "`faap_metrics_perturbed_1st_3.json` does not say which split it is on." in text
+    section = text.split("## Evaluations whose split the file does not name")[1]
+    assert "faap_metrics_perturbed_1st_3.json" in section.split("##")[0]
