@@ -12,9 +12,9 @@ A spec::
       temperature: {type: float, low: 0.02, high: 0.5, log: true}
       aug_strength: {type: categorical, choices: [none, medium]}
       proj_dim: {type: int, low: 32, high: 256, step: 32}
-      lambda_infonce: {type: grid, values: [0.5, 1.0, 2.0]}   # sampler grid: every param is a grid
+      lambda_infonce: {type: categorical, choices: [0.5, 1.0, 2.0]}   # type grid needs sampler grid   # sampler grid: every param is a grid
     sampler: tpe                        # grid, random, tpe, nsga2, auto
-    objectives: [{metric: AP_gap, direction: minimize}, {metric: AP_mean, direction: maximize}]
+    objectives: [{metric: AP_gap, direction: minimize}]   # a second one (AP_mean, maximize) needs pruner none
     constraints: [{metric: AP_mean_drop, max: 0.02}]   # feasible when metric <= max (faap.metrics.constraints)
     pruner: {type: median, n_startup_trials: 2, n_warmup_steps: 1}   # median, hyperband, wilcoxon, none
     n_trials: 20

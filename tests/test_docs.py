@@ -75,3 +75,15 @@ def test_docs_stay_inside_the_repository():
     """Facts from outside the repository are copied into the docs, never linked to."""
     for path in [README, *(ROOT / "docs").glob("*.md")]:
         assert "../shared" not in path.read_text(), f"{path.name} refers to ../shared"
+
+
+def test_the_example_spec_in_the_docs_is_valid():
+    """docs/sweeps.md shows a spec a reader will copy: it must pass the same validation as a shipped one."""
+    import yaml
+
+    from ablations.spec import parse_spec
+
+    text = (ROOT / "docs" / "sweeps.md").read_text()
+    block = re.search(r"```yaml\n(study:.*?)```", text, re.S).group(1)
+    spec = parse_spec(yaml.safe_load(block), "docs/sweeps.md")
+    assert spec.study == "temperature" and spec.reference_seeds == [42, 43, 44, 45, 46]
