@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 
@@ -63,7 +64,7 @@ class GenderDetection(Dataset):
         return img, target
 
 
-class GroupSampler(Sampler):
+class GroupSampler(Sampler, abc.ABC):
     """The training sampler's shared part: a seeded draw per epoch (:meth:`set_epoch`), shared
     across ranks like ``DistributedSampler`` (rank ``r`` takes every ``world_size``-th sample; the
     draw is padded so every rank gets as many). Subclasses say what one epoch's draw is.
@@ -89,13 +90,13 @@ class GroupSampler(Sampler):
         self.total = samples_per_epoch or self.natural_length()
         self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
 
+    @abc.abstractmethod
     def natural_length(self) -> int:
         """Samples in an epoch when ``samples_per_epoch`` is 0."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def draw(self, g: torch.Generator) -> torch.Tensor:
         """This epoch's ``self.total`` dataset indices, drawn from ``g`` only."""
-        raise NotImplementedError
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
