@@ -130,6 +130,17 @@ def interval_text(value: float, ci: tuple[float, float] | None, spec: str = "+.3
     return f"{value:{spec}}, 95% CI [{ci[0]:{spec}}, {ci[1]:{spec}}]"
 
 
+def verdict_below(ci: tuple[float, float] | None, supported_under: float,
+                  not_supported_from: float | None = None) -> str:
+    """The three-outcome rule of a hypothesis that predicts a small value: 'supported' when the interval lies
+    wholly below ``supported_under``, 'not supported' when wholly at or above ``not_supported_from`` (default:
+    the same bound), otherwise, or without an interval, 'inconclusive'."""
+    clear = supported_under if not_supported_from is None else not_supported_from
+    if ci is None:
+        return "inconclusive"
+    return "supported" if ci[1] < supported_under else "not supported" if ci[0] >= clear else "inconclusive"
+
+
 def cluster_bootstrap_ci(statistic: Callable[[np.ndarray], float], values, clusters, replicates: int = 1000,
                          seed: int = 0, level: float = 0.95) -> tuple[float, tuple[float, float] | None]:
     """``statistic(values)`` with a cluster bootstrap's interval: clusters (runs) resampled, each drawn one

@@ -138,3 +138,15 @@ def test_bootstrap_helpers():
     expected = {"two_views": np.concatenate([(unit(a) * unit(va)).sum(1), (unit(b) * unit(vb)).sum(1)]).mean(),
                 "same_group": ((aa.sum() - 4) / 12 + (bb.sum() - 5) / 20) / 2, "cross_group": (unit(a) @ unit(b).T).mean()}
     assert cosine_summary(a, b, va, vb) == pytest.approx(expected)
+
+
+def test_verdict_below_reads_the_whole_interval():
+    from faap.measures import verdict_below
+
+    assert verdict_below((-0.3, -0.1), 0.0) == "supported"
+    assert verdict_below((0.0, 0.2), 0.0) == "not supported"  # at the bound counts as not below
+    assert verdict_below((-0.1, 0.1), 0.0) == "inconclusive"
+    assert verdict_below(None, 0.0) == "inconclusive"
+    assert verdict_below((0.1, 0.2), 0.3, 0.05) == "supported"
+    assert verdict_below((0.1, 0.2), 0.05, 0.1) == "not supported"
+    assert verdict_below((0.06, 0.2), 0.05, 0.1) == "inconclusive"  # between the bounds: the null zone

@@ -19,7 +19,7 @@ from faap.config import TrainConfig, bounded
 from faap.evidence import Evidence
 from faap.heads import ProjectionHead
 from faap.losses import image_level_scores, pool_queries, scf_contrastive
-from faap.measures import bootstrap_ci, interval_text
+from faap.measures import bootstrap_ci, interval_text, verdict_below
 from faap.variants.base import Finding, Hypothesis, StepState, Variant
 
 
@@ -95,7 +95,7 @@ def judge_gap_below_clean(evidence: Evidence) -> Finding:
     """The originals' success criterion ('AP Gap < 0.103, baseline 0.106'): the best trial's test AP gap
     below the clean detector's."""
     d = evidence.difference("test", evidence.best.name, "clean", "AP_gap")
-    verdict = "supported" if d.ci[1] < 0 else "not supported" if d.ci[0] >= 0 else "inconclusive"
+    verdict = verdict_below(d.ci, 0.0)
     text = (f"test AP gap of {evidence.best.name} minus the clean detector's: {interval_text(d.value, d.ci)} "
             f"(seed runs {d.runs[0]} and {d.runs[1]}); this comparison could see a change of about "
             f"{d.half_width:.3f} (the interval's half-width)")
@@ -116,8 +116,7 @@ def _judge_score_gap_closes(evidence: Evidence) -> Finding:
     if changes.empty:
         return Finding("inconclusive", "no run records the training score gap at two epochs or more", {"n_runs": 0})
     c, ci = bootstrap_ci(np.mean, changes.to_numpy())
-    verdict = "inconclusive" if ci is None else "supported" if ci[1] < 0 else "not supported" if ci[0] >= 0 \
-        else "inconclusive"
+    verdict = verdict_below(ci, 0.0)
     text = (f"|training score gap| (men minus women, image-level top-k scores) {first.mean():.4f} -> "
             f"{last.mean():.4f} from the first to the last epoch: relative change {interval_text(c, ci, '+.1%')} "
             f"(mean over {len(changes)} " + ("runs, runs resampled)" if ci else "run: one run gives no interval)"))

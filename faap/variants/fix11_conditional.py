@@ -16,7 +16,7 @@ import torch
 from faap.config import bounded
 from faap.evidence import Evidence
 from faap.losses import conditional_contrastive
-from faap.measures import cluster_bootstrap_ci, interval_text
+from faap.measures import cluster_bootstrap_ci, interval_text, verdict_below
 from faap.variants.base import Finding, Hypothesis, StepState, Variant
 from faap.variants.fix10_scf import (GAP_BELOW_CLEAN, DropoutProjectionHead, ScoreKernelConfig, batch_scores,
                                      contrastive_ramp)
@@ -44,8 +44,7 @@ def judge_male_delta_suppressed(evidence: Evidence) -> Finding:
     runs = ratio.index.get_level_values("run")
     r, ci = cluster_bootstrap_ci(np.mean, ratio.to_numpy(), runs.to_numpy())
     n_runs = runs.nunique()
-    verdict = ("inconclusive" if ci is None else "supported" if ci[1] < SUPPRESSED
-               else "not supported" if ci[0] >= SUPPRESSED else "inconclusive")
+    verdict = verdict_below(ci, SUPPRESSED)
     text = (f"men's mean L-inf perturbation over women's {interval_text(r, ci, '.3f')} (delta_linf_m "
             f"{m.mean():.4f}, delta_linf_f {f.mean():.4f}; mean of {len(ratio)} run-epoch records, "
             + ("runs resampled)" if n_runs > 1 else "one run: its epochs resampled, the spread between seeds unmeasured)"))

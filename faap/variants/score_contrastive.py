@@ -13,7 +13,7 @@ from faap.config import TrainConfig, bounded
 from faap.evidence import Evidence
 from faap.heads import ProjectionHead
 from faap.losses import score_contrastive
-from faap.measures import bootstrap_ci, cluster_bootstrap_ci, interval_text
+from faap.measures import bootstrap_ci, cluster_bootstrap_ci, interval_text, verdict_below
 from faap.variants.base import Finding, Hypothesis, StepState, Variant
 
 
@@ -79,8 +79,7 @@ def _judge_gender_blind(evidence: Evidence) -> Finding:
     text = (f"anchors are {anchors.mean():.2f} female, positives {positives.mean():.2f}: the ranking puts "
             f"{interval_text(d, ci, '+.2f')} more women among the anchors (mean of {n} run-epoch records, "
             + ("runs resampled)" if n_runs > 1 else "one run: its epochs resampled, the spread between seeds unmeasured)"))
-    verdict = ("inconclusive" if ci is None else "supported" if ci[1] < H1_MARGIN
-               else "not supported" if ci[0] > H1_CLEAR else "inconclusive")
+    verdict = verdict_below(ci, H1_MARGIN, H1_CLEAR)
     return Finding(verdict, text, {"female_share_difference": d, "female_share_difference_ci": ci, "n": n,
                                    "n_runs": n_runs})
 
