@@ -107,8 +107,10 @@ def run_features(run_dir: str, epoch: int | None = None, n_images: int = 64, dev
 
 
 def feature_diagnostics(run_dir: str, epoch: int | None = None, n_images: int = 64,
-                        device: str = "cpu") -> FeatureDiagnostics:
-    extracted = run_features(run_dir, epoch, n_images, device)
+                        device: str = "cpu", extracted: RunFeatures | None = None) -> FeatureDiagnostics:
+    """``extracted``: the run's features with every view of :data:`VIEWS`, when the caller holds them already
+    (the report extracts each run once for its diagnostics and its feature space)."""
+    extracted = extracted or run_features(run_dir, epoch, n_images, device)
     feats = extracted.features
     pooled = {g: {k: v.mean(1) for k, v in f.items()} for g, f in feats.items()}
     out = {"run": run_dir, "epoch": extracted.epoch, "n_images": {g: len(i) for g, i in extracted.image_ids.items()}}

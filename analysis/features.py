@@ -77,10 +77,12 @@ class Space:
         return {g: len(self.clean.get(g, ())) for g in GROUPS}
 
 
-def run_spaces(run_dir: str, n_images: int, device: str = "cpu") -> dict[str, Space]:
+def run_spaces(run_dir: str, n_images: int, device: str = "cpu", extracted=None) -> dict[str, Space]:
     """The feature spaces of a run's selected checkpoint on the first ``n_images`` validation images per group:
-    'decoder' always, 'projection' when its variant has a ``proj_head`` (in eval mode: no dropout)."""
-    extracted = run_features(run_dir, n_images=n_images, device=device, views=("clean", "perturbed"))
+    'decoder' always, 'projection' when its variant has a ``proj_head`` (in eval mode: no dropout).
+    ``extracted``: the run's :class:`~analysis.diagnostics.RunFeatures` (clean and perturbed views at least),
+    when the caller holds them already."""
+    extracted = extracted or run_features(run_dir, n_images=n_images, device=device, views=("clean", "perturbed"))
     feats, ids = extracted.features, extracted.image_ids
     spaces = {"decoder": {v: {g: f[v].mean(1) for g, f in feats.items()} for v in ("clean", "perturbed")}}
     head = getattr(extracted.variant, "proj_head", None)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis.bootstrap import bootstrap_gap, holm, match_table
-from analysis.diagnostics import feature_diagnostics
+from analysis.diagnostics import VIEWS, feature_diagnostics, run_features
 from analysis.evidence import study_evidence
 from analysis.plan import Components, plan
 from analysis.seeds import probability_of_improvement, seed_stats
@@ -67,6 +67,7 @@ class Context:
     """The context's own numbers (study, metric, best, median, reference, the bootstrap per split), the
     start of report.json."""
     _evidence: object = field(default=None, repr=False)
+    _features: dict = field(default_factory=dict, repr=False)
 
     @property
     def spec(self):
@@ -89,10 +90,21 @@ class Context:
                                             self.diagnostics)
         return self._evidence
 
+    def features(self, run: str, views: tuple = ("clean", "perturbed")):
+        """A run's per-image features at its selected checkpoint (``run_features``), extracted once per run for
+        every section: a later request for more views extracts the union once more."""
+        held = self._features.get(run)
+        have = tuple(dict.fromkeys(v for f in held.features.values() for v in f)) if held else ()
+        if held is None or not set(views) <= set(have):
+            self._features[run] = run_features(run, n_images=self.n_images, views=tuple(dict.fromkeys(have + views)))
+        return self._features[run]
+
     def diagnostics(self) -> dict:
         """Feature measurements of the best trial's first seed run (selected checkpoint), computed once."""
         if "diagnostics" not in self.report:
-            self.report["diagnostics"] = feature_diagnostics(self.best.runs[0], n_images=self.n_images)
+            run = self.best.runs[0]
+            self.report["diagnostics"] = feature_diagnostics(run, n_images=self.n_images,
+                                                             extracted=self.features(run, VIEWS))
         return self.report["diagnostics"]
 
 

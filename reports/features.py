@@ -27,7 +27,8 @@ def feature_space_section(ctx) -> Section:
     """Reference (when the study ran it) and best trial; the bound on images per group is ``ctx.n_images``."""
     names = [c for c in dict.fromkeys([ctx.ref, ctx.best.name]) if c != "clean"]
     runs = {c: ctx.data.conditions[c].runs[0] for c in names}
-    result = feature_space({c: run_spaces(r, ctx.n_images) for c, r in runs.items()}, ctx.n_images, ctx.replicates)
+    spaces = {c: run_spaces(r, ctx.n_images, extracted=ctx.features(r)) for c, r in runs.items()}
+    result = feature_space(spaces, ctx.n_images, ctx.replicates)
     labels = {c: ctx.label(c) for c in names}
     lines = [HEADING, ""]
     if "refused" in result:

@@ -61,7 +61,8 @@ def test_difference_pairs_the_same_images():
 def _ctx(tmp_path):
     conditions = {"adversarial": SimpleNamespace(runs=["run_ref"]), "trial 0": SimpleNamespace(runs=["run_best"])}
     return SimpleNamespace(ref="adversarial", best=SimpleNamespace(name="trial 0"), n_images=64, replicates=50,
-                           out_dir=str(tmp_path), data=SimpleNamespace(conditions=conditions), label=lambda c: c)
+                           out_dir=str(tmp_path), data=SimpleNamespace(conditions=conditions), label=lambda c: c,
+                           features=lambda run: None)
 
 
 @pytest.mark.parametrize("female, male, why", [
@@ -71,7 +72,7 @@ def _ctx(tmp_path):
 def test_missing_group_or_too_few_images_refused_in_one_line(tmp_path, monkeypatch, female, male, why):
     import reports.features
 
-    def spaces(run, n_images):
+    def spaces(run, n_images, extracted=None):
         rng = np.random.default_rng(0)
         groups = {"female": female, "male": male}
         clean = {g: rng.normal(size=(n, 3)) for g, n in groups.items() if n}
@@ -85,7 +86,7 @@ def test_missing_group_or_too_few_images_refused_in_one_line(tmp_path, monkeypat
     assert not os.path.exists(tmp_path / "figures")  # nothing drawn
 
 
-def test_study_report_shows_the_feature_space(tiny_data, tmp_path):
+def test_study_report_shows_the_feature_space(tiny_data, tmp_path, monkeypatch):
     """A small study (the 7th and one InfoNCE trial): the section, its figure and its numbers; the decoder
     displacement equals the pooled features' own, from the one extraction the diagnostics also use."""
     from ablations.runner import prepare
@@ -100,7 +101,13 @@ def test_study_report_shows_the_feature_space(tiny_data, tmp_path):
     _, name = prepare(spec, url)
     work(name, url, "off", heartbeat_interval=5, log=lambda m: None)
     out = str(tmp_path / "report")
+    import reports.build
+
+    calls = []
+    real = reports.build.run_features
+    monkeypatch.setattr(reports.build, "run_features", lambda run, **kw: calls.append(run) or real(run, **kw))
     rep = build(name, url, out, replicates=50, n_images=8)
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 2  # each run's features extracted once
     text = open(os.path.join(out, "report.md")).read()
     assert "## Feature space (clean vs perturbed)" in text and "figures/feature_space.png" in text
     assert os.path.isfile(os.path.join(out, "figures", "feature_space.png"))
