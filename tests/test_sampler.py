@@ -88,3 +88,11 @@ def test_the_config_chooses_the_trainers_sampler(tiny_data):
         make_config("infonce", {"sampler": "fresh_subset"})
     with pytest.raises(ConfigError, match="sampler must be one of"):
         make_config("infonce", {"sampler": "natrual"})
+
+
+def test_the_config_offers_exactly_the_registered_samplers():
+    """faap.config cannot import the loader (faap.data imports faap.config): the choices are written in the
+    config, and this keeps them in step with the samplers that exist."""
+    from faap.config import TrainConfig, bounds_of
+
+    assert set(bounds_of(TrainConfig, "sampler")["choices"]) == set(SAMPLERS)
