@@ -355,23 +355,23 @@ def _difference(out: dict, a: "_Condition", b: "_Condition", na: str, nb: str, l
     """Paired difference a - b. The seed parts are widened for the difference itself (Welch degrees of
     freedom from both conditions' seeds against the difference's own image variance): with shared images
     the image noise cancels in a difference, and each condition's own widening, made against its larger
-    image variance, gave too many degrees of freedom. Strongly paired simulated null studies (condition-by-
-    image sd 0.05, docs/reports.md) still cover 90% / 92% / 93% with 2 / 3 / 5 seeds per condition (91% /
-    91% / 93% before): a seed variance from one or two degrees of freedom, estimated net of the image
-    noise and clipped at zero, is often too small. More seeds are the remedy the plan line sizes."""
+    image variance, gave too many degrees of freedom. With very few seeds it still under-covers a little
+    (measured in docs/reports.md, ``scripts/calibration_paired.py``)."""
     factor = widening([(a.seed_var(), a.n), (b.seed_var(), b.n)],
                       float(np.nanvar(a.gap[0].mean(0) - b.gap[0].mean(0))), level)
     ka, kb = (a.scale(level, factor), b.scale(level, factor)) if seeds else (0.0, 0.0)
     da, db = a.draws(ka), b.draws(kb)
-    d = {}
-    for name in COMPARED:
-        compute = METRICS[name].compute
-        diff = compute(da) - compute(db)
-        point = out["conditions"][na][name]["value"] - out["conditions"][nb][name]["value"]
-        lo, hi = percentile_ci(diff, level)
-        d[name] = {"value": point, "ci": (lo, hi), "half_width": (hi - lo) / 2, "p_two_sided": p_two_sided(diff),
-                   "runs": (out["conditions"][na]["runs"], out["conditions"][nb]["runs"])}
-    return d
+    return {name: _entry(out, na, nb, name, METRICS[name].compute(da) - METRICS[name].compute(db), level)
+            for name in COMPARED}
+
+
+def _entry(out: dict, na: str, nb: str, name: str, diff: np.ndarray, level: float) -> dict:
+    """One metric's difference na - nb: the point (difference of the two conditions' values), the percentile
+    interval and half-width, the bootstrap p and the seed counts, from the R draws of the difference."""
+    lo, hi = percentile_ci(diff, level)
+    return {"value": out["conditions"][na][name]["value"] - out["conditions"][nb][name]["value"], "ci": (lo, hi),
+            "half_width": (hi - lo) / 2, "p_two_sided": p_two_sided(diff),
+            "runs": (out["conditions"][na]["runs"], out["conditions"][nb]["runs"])}
 
 
 def _paired_difference(out: dict, a: "_Condition", b: "_Condition", na: str, nb: str, level: float, seeds: bool,
@@ -385,11 +385,7 @@ def _paired_difference(out: dict, a: "_Condition", b: "_Condition", na: str, nb:
         per_run = compute(a.run_draws) - compute(b.run_draws)
         points = compute(a.run_points) - compute(b.run_points)
         k = seed_scale(per_run, points, a.seed_w, level) if seeds else 0.0
-        diff = hierarchical(per_run, a.seed_w, k)
-        lo, hi = percentile_ci(diff, level)
-        d[name] = {"value": out["conditions"][na][name]["value"] - out["conditions"][nb][name]["value"],
-                   "ci": (lo, hi), "half_width": (hi - lo) / 2, "p_two_sided": p_two_sided(diff),
-                   "runs": (out["conditions"][na]["runs"], out["conditions"][nb]["runs"]), "paired_seeds": True}
+        d[name] = {**_entry(out, na, nb, name, hierarchical(per_run, a.seed_w, k), level), "paired_seeds": True}
         if name == "AP_gap":
             zeros = np.zeros_like(per_run)
             d[name]["components"] = components(per_run, points, zeros, np.zeros_like(points), images).to_dict()
