@@ -102,7 +102,7 @@ def dump_images(run_dir: str, n: int, split: str = "val", epoch: int | None = No
     if epoch is None:
         epoch = run.selected_epoch()
     dev = resolve_device(device)
-    cfg, state, groups, _ = open_run(run_dir, epoch, split, dev)
+    cfg, state, groups, _ = open_run(run_dir, epoch, split, dev, with_detector=False)  # G alone
     generator, eps = run_generator(cfg, state, dev), state["eps"]
     final = run.dump_dir(split, state["epoch"])
     partial = final + ".partial"

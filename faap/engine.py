@@ -92,8 +92,7 @@ def clean_outputs(detector, variant, x, mask) -> DetectorOutput | None:
     (``variant.needs_clean_outputs``); None otherwise (no extra forward)."""
     if not variant.needs_clean_outputs:
         return None
-    amp = variant.cfg.amp == "bf16" and x.is_cuda
-    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
+    with torch.no_grad(), autocast(variant.cfg, x):
         return detector(x, mask)
 
 
@@ -132,14 +131,18 @@ def current_eps(cfg, epoch: int) -> float:
                       cfg.eps_hold_epochs, cfg.eps_cooldown_epochs)
 
 
+def autocast(cfg, x: torch.Tensor):
+    """bf16 autocast when the config asks for it (``amp: bf16``) and the batch is on CUDA; a no-op otherwise."""
+    return torch.autocast("cuda", torch.bfloat16, enabled=cfg.amp == "bf16" and x.is_cuda)
+
+
 def forward(generator, detector, variant, x, mask, n_female: int, eps: float, per_group: bool = False):
     """Perturb each group (or the whole batch, ``variant.whole_batch``), augment (variant), run
     the detector once over the whole batch.
 
     ``per_group`` runs the detector once per group instead (the original's structure; bench only).
     """
-    amp = variant.cfg.amp == "bf16" and x.is_cuda
-    with torch.autocast("cuda", torch.bfloat16, enabled=amp):
+    with autocast(variant.cfg, x):
         if variant.whole_batch:  # one G pass: BatchNorm statistics over both groups
             x_adv, delta = perturb(generator, x, mask, eps, variant.cfg.perturb_padding)
         else:

@@ -62,8 +62,9 @@ def run_config(run_dir: str):
     return make_config(recorded["variant"], values), recorded
 
 
-def open_run(run_dir: str, epoch: int | None = None, split: str = "val", device="cpu"):
-    """(config, checkpoint state, the split's groups, the frozen detector) of a saved run."""
+def open_run(run_dir: str, epoch: int | None = None, split: str = "val", device="cpu", with_detector: bool = True):
+    """(config, checkpoint state, the split's groups, the frozen detector) of a saved run; the detector is
+    None with ``with_detector`` False (a caller that only runs G need not load it)."""
     from faap import checkpoint as ckpt
     from faap.data.coco import fingerprint, load_split
 
@@ -73,4 +74,4 @@ def open_run(run_dir: str, epoch: int | None = None, split: str = "val", device=
         raise UserError(f"dataset {cfg.data} changed since the run (fingerprint differs)")
     groups = load_split(cfg.data, split)
     apply_precision(cfg, device)  # evaluated as it was trained
-    return cfg, state, groups, detector_for(cfg.detector, groups, device)
+    return cfg, state, groups, detector_for(cfg.detector, groups, device) if with_detector else None
